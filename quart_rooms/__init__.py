@@ -1,0 +1,3 @@
+"""quart-rooms: a self-hosted, room-based real-time messaging server."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,116 @@
+"""Room access rules: who may read or write where. Deny by default.
+
+`role()` answers with a role or None, `require()` returns the room or raises.
+To a non-admin an unknown room and a room that is not theirs look the same
+(`forbidden`), so room names do not leak; admins are told `no_such_room`.
+Answers are cached in memory until an admin change calls `invalidate()`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Literal
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from quart_rooms.errors import Forbidden, NoSuchRoom, Unauthorized
+from quart_rooms.storage import queries
+from quart_rooms.storage.models import Room
+
+Role = Literal["read", "write"]
+ROLE_RANK: dict[str, int] = {"read": 1, "write": 2}
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An active account, as the rules see it."""
+
+    id: int
+    username: str
+    is_admin: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RoomAccess:
+    """A room and the role a user holds in it, with the rule that gave it."""
+
+    room_id: int
+    room: str
+    title: str | None
+    public: bool
+    role: Role
+    rule: str
+
+
+class Access:
+    """The one place that decides access; cached, invalidated by admin changes."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+        self._principals: dict[str, Principal | None] = {}
+        self._decisions: dict[tuple[str, str], RoomAccess | None] = {}
+
+    def invalidate(self) -> None:
+        """Forget every cached answer (after any change to users, rooms or grants)."""
+        self._principals.clear()
+        self._decisions.clear()
+
+    async def principal(self, username: str) -> Principal:
+        """The active account of that name; Unauthorized if it is gone or disabled."""
+        if username not in self._principals:
+            async with self._sessions() as session:
+                user = await queries.get_user(session, username)
+            self._principals[username] = (
+                Principal(user.id, user.username, user.is_admin) if user and not user.disabled else None
+            )
+        found = self._principals[username]
+        if found is None:
+            raise Unauthorized("The account is not active.")
+        return found
+
+    async def role(self, user: Principal, room: str) -> RoomAccess | None:
+        """The user's access to the room, or None (also for an unknown room)."""
+        key = (user.username, room)
+        if key not in self._decisions:
+            async with self._sessions() as session:
+                self._decisions[key] = await self._decide(session, user, room)
+        return self._decisions[key]
+
+    async def require(self, user: Principal, room: str, need: Role) -> RoomAccess:
+        """The user's access to the room if it is at least `need`; raise otherwise."""
+        found = await self.role(user, room)
+        if found is None and user.is_admin:
+            raise NoSuchRoom()
+        if found is None or ROLE_RANK[found.role] < ROLE_RANK[need]:
+            log.info("denied %s %s in room %r (has %s)", user.username, need, room,
+                     found.role if found else "nothing")
+            raise Forbidden("You may not do that in this room." if found else "You may not enter this room.")
+        return found
+
+    async def _decide(self, session: AsyncSession, user: Principal, name: str) -> RoomAccess | None:
+        room = await queries.get_room(session, name)
+        if room is None:
+            return None
+        grant = None if user.is_admin or room.public else await queries.get_grant(session, room.id, user.id)
+        return _rule(user, room, grant.role if grant else None)
+
+    async def joinable(self, user: Principal) -> list[RoomAccess]:
+        """Every room the user may join, by name."""
+        async with self._sessions() as session:
+            rows = await queries.rooms_with_grants(session, user.id)
+        return [found for room, granted in rows if (found := _rule(user, room, granted))]
+
+
+def _rule(user: Principal, room: Room, granted: str | None) -> RoomAccess | None:
+    """The rule itself: admins write everywhere, anyone writes in public rooms, else the grant."""
+    if user.is_admin:
+        role, rule = "write", "admin"
+    elif room.public:
+        role, rule = "write", "public"
+    elif granted in ROLE_RANK:
+        role, rule = granted, "grant"
+    else:
+        return None
+    return RoomAccess(room.id, room.name, room.title, room.public, role, rule)  # type: ignore[arg-type]

@@ -1,0 +1,1 @@
+"""The admin side: account, room and grant management, and the audit log."""

@@ -1,0 +1,1 @@
+"""The HTTP API shared pieces and the signed-in user's routes."""

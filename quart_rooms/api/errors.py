@@ -1,0 +1,79 @@
+"""The one renderer of HTTP errors: `{"error": {"code", "message"}}` with the right status."""
+
+from __future__ import annotations
+
+import logging
+
+from quart import Quart, Response, jsonify
+from quart_schema import RequestSchemaValidationError
+from werkzeug.exceptions import HTTPException
+
+from quart_rooms.errors import AppError, BadRequest, PayloadTooLarge
+
+log = logging.getLogger(__name__)
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+}
+
+
+def error_response(error: AppError) -> Response:
+    """The JSON reply for an application error."""
+    response = jsonify(error.body())
+    response.status_code = error.status
+    response.headers.update(error.headers())
+    return response
+
+
+def _validation_message(error: RequestSchemaValidationError) -> str:
+    inner = error.validation_error
+    details = getattr(inner, "errors", None)
+    if callable(details):
+        parts = []
+        for item in details()[:5]:
+            where = ".".join(str(p) for p in item.get("loc", ())) or "body"
+            parts.append(f"{where}: {item.get('msg', 'invalid')}")
+        return "; ".join(parts)
+    return "The request body does not match the expected shape."
+
+
+def register(app: Quart) -> None:
+    """Render every error, the app's own and the framework's, in the API's shape."""
+
+    @app.errorhandler(AppError)
+    async def _app_error(error: AppError) -> Response:
+        return error_response(error)
+
+    @app.errorhandler(RequestSchemaValidationError)
+    async def _schema_error(error: RequestSchemaValidationError) -> Response:
+        return error_response(BadRequest(_validation_message(error)))
+
+    @app.errorhandler(HTTPException)
+    async def _http_error(error: HTTPException) -> Response:
+        status = error.code or 500
+        if status == 413:
+            return error_response(PayloadTooLarge())
+        message = error.description or ""
+        if status == 400 and message.startswith("The browser (or proxy)"):
+            message = "The request body is not valid JSON."
+        response = jsonify({"error": {"code": _HTTP_CODES.get(status, "error"), "message": message}})
+        response.status_code = status
+        for key, value in error.get_headers():
+            if key.lower() not in {"content-type", "content-length"}:
+                response.headers[key] = value
+        return response
+
+    @app.errorhandler(Exception)
+    async def _unexpected(error: Exception) -> Response:
+        log.exception("unhandled error")
+        response = jsonify({"error": {"code": "internal_error", "message": "Something went wrong on the server."}})
+        response.status_code = 500
+        return response

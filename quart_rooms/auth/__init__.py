@@ -1,0 +1,1 @@
+"""Authentication: password hashes, tokens, sign-in throttling and the sign-in routes."""

@@ -1,0 +1,143 @@
+"""The command line: serve, create-user, migrate."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import sys
+
+from quart_rooms.settings import Settings, SettingsError, load_settings
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    from hypercorn.config import Config
+    from hypercorn.run import run
+
+    host = args.host or settings.host
+    port = args.port or settings.port
+    if args.workers > 1 and not settings.redis_url:
+        print("error: --workers above 1 needs redis_url, so that rooms span the workers", file=sys.stderr)
+        return 2
+    asyncio.run(_prepare(settings))
+    config = Config()
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.workers = args.workers
+    config.read_timeout = settings.read_timeout
+    config.application_path = "quart_rooms.asgi:app"
+    config.accesslog = None
+    config.errorlog = "-"
+    config.loglevel = settings.log_level
+    config.graceful_timeout = 5
+    if args.uvloop:
+        config.worker_class = "uvloop"
+    print(f"quart-rooms: serving on http://{host}:{port}/ (Ctrl-C stops it)", flush=True)
+    return run(config)
+
+
+async def _prepare(settings: Settings) -> None:
+    """Bring the schema up to date and tell the operator how to make the first admin."""
+    from quart_rooms.storage import queries
+    from quart_rooms.storage.db import create_engine, migrate, sessionmaker
+
+    engine = create_engine(settings.resolved_database_url)
+    try:
+        await migrate(engine)
+        async with sessionmaker(engine)() as session:
+            if await queries.count_users(session) == 0:
+                print("quart-rooms: no accounts yet. Create the first admin with:\n"
+                      "    quart-rooms create-user admin --admin", flush=True)
+    finally:
+        await engine.dispose()
+
+
+def _read_password() -> str:
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\n")
+    first = getpass.getpass("Password: ")
+    if first != getpass.getpass("Password again: "):
+        raise SystemExit("error: the passwords differ")
+    return first
+
+
+async def _create_user(settings: Settings, username: str, password: str, is_admin: bool) -> None:
+    from pydantic import ValidationError
+
+    from quart_rooms.access import Access
+    from quart_rooms.admin.service import Admin
+    from quart_rooms.api.schemas import NewUser
+    from quart_rooms.notify import NullNotifier
+    from quart_rooms.storage.db import create_engine, migrate, sessionmaker
+
+    try:
+        NewUser(username=username, password=password, is_admin=is_admin)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise SystemExit(f"error: {problems}") from exc
+    engine = create_engine(settings.resolved_database_url)
+    try:
+        await migrate(engine)
+        sessions = sessionmaker(engine)
+        await Admin(sessions, Access(sessions), NullNotifier()).create_user(
+            "cli", username, password, is_admin=is_admin
+        )
+    finally:
+        await engine.dispose()
+
+
+async def _migrate(settings: Settings) -> None:
+    from quart_rooms.storage.db import create_engine, migrate
+
+    engine = create_engine(settings.resolved_database_url)
+    try:
+        await migrate(engine)
+    finally:
+        await engine.dispose()
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser of `quart-rooms`."""
+    top = argparse.ArgumentParser(prog="quart-rooms", description="Room-based real-time messaging server.")
+    commands = top.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the server under Hypercorn")
+    serve.add_argument("--host", help="address to listen on (default from settings: 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default from settings: 5000)")
+    serve.add_argument("--workers", type=int, default=1, help="worker processes (more than 1 needs redis_url)")
+    serve.add_argument("--uvloop", action="store_true", help="run the workers on uvloop")
+    create = commands.add_parser("create-user", help="create an account (password from stdin or a prompt)")
+    create.add_argument("username")
+    create.add_argument("--admin", action="store_true", help="make the account an admin")
+    commands.add_parser("migrate", help="bring the database schema up to date")
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `quart-rooms` command."""
+    args = parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    if args.command == "serve":
+        return _serve(settings, args)
+    if args.command == "create-user":
+        from quart_rooms.errors import AppError
+
+        try:
+            asyncio.run(_create_user(settings, args.username, _read_password(), args.admin))
+        except AppError as exc:
+            print(f"error: {exc.message}", file=sys.stderr)
+            return 1
+        print(f"created {'admin ' if args.admin else ''}user {args.username}")
+        return 0
+    asyncio.run(_migrate(settings))
+    print("database schema is up to date")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

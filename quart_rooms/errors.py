@@ -1,0 +1,82 @@
+"""One error family: a code, an HTTP status and a message, rendered for HTTP and for acks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AppError(Exception):
+    """An error a client is told about: `code` for programs, `message` for people."""
+
+    code = "bad_request"
+    status = 400
+    default_message = "The request is not valid."
+
+    def __init__(self, message: str | None = None, *, retry_after: int | None = None) -> None:
+        self.message = message or self.default_message
+        self.retry_after = retry_after
+        super().__init__(self.message)
+
+    def body(self) -> dict[str, Any]:
+        """The JSON body of the HTTP error reply."""
+        return {"error": {"code": self.code, "message": self.message}}
+
+    def headers(self) -> dict[str, str]:
+        """Extra HTTP headers of the error reply."""
+        return {"Retry-After": str(self.retry_after)} if self.retry_after is not None else {}
+
+    def ack(self) -> dict[str, Any]:
+        """The Socket.IO acknowledgement for this error."""
+        return {"ok": False, "error": self.code, "message": self.message}
+
+
+class BadRequest(AppError):
+    code, status, default_message = "bad_request", 400, "The request is not valid."
+
+
+class InvalidCredentials(AppError):
+    code, status, default_message = "invalid_credentials", 401, "Wrong username or password."
+
+
+class Unauthorized(AppError):
+    code, status, default_message = "unauthorized", 401, "Sign in first: the token is missing or not valid."
+
+
+class TokenExpired(AppError):
+    code, status, default_message = "token_expired", 401, "The token has expired."
+
+
+class Forbidden(AppError):
+    code, status, default_message = "forbidden", 403, "You may not do that."
+
+
+class NotFound(AppError):
+    code, status, default_message = "not_found", 404, "No such thing."
+
+
+class NoSuchRoom(AppError):
+    code, status, default_message = "no_such_room", 404, "No such room."
+
+
+class Conflict(AppError):
+    code, status, default_message = "conflict", 409, "That already exists."
+
+
+class PayloadTooLarge(AppError):
+    code, status, default_message = "payload_too_large", 413, "The request body is too large."
+
+
+class TooLarge(AppError):
+    code, status, default_message = "too_large", 413, "The message is too long."
+
+
+class NotInRoom(AppError):
+    code, status, default_message = "not_in_room", 409, "Join the room first."
+
+
+class RateLimited(AppError):
+    code, status, default_message = "rate_limited", 429, "Too many requests; try again later."
+
+
+class Unavailable(AppError):
+    code, status, default_message = "unavailable", 503, "The server cannot answer right now."

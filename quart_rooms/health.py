@@ -1,0 +1,50 @@
+"""Operators' routes: liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+import logging
+
+from quart import Blueprint, Response, jsonify
+
+from quart_rooms.auth.http import services
+from quart_rooms.storage.db import ping
+
+blueprint = Blueprint("health", __name__)
+log = logging.getLogger(__name__)
+
+
+@blueprint.get("/healthz")
+async def healthz() -> Response:
+    """200 while the process runs."""
+    return jsonify({"status": "ok"})
+
+
+@blueprint.get("/readyz")
+async def readyz() -> Response:
+    """200 when storage (and the broker, if configured) answer; 503 otherwise."""
+    svc = services()
+    checks: dict[str, str] = {}
+    try:
+        await ping(svc.engine)
+        checks["database"] = "ok"
+    except Exception as exc:  # any failure means not ready
+        log.warning("readiness: database: %s", exc)
+        checks["database"] = "unavailable"
+    broker = svc.broker_ping
+    if broker is not None:
+        try:
+            await broker()
+            checks["broker"] = "ok"
+        except Exception as exc:
+            log.warning("readiness: broker: %s", exc)
+            checks["broker"] = "unavailable"
+    ready = all(value == "ok" for value in checks.values())
+    response = jsonify({"status": "ok" if ready else "unavailable", "checks": checks})
+    response.status_code = 200 if ready else 503
+    return response
+
+
+@blueprint.get("/metrics")
+async def metrics() -> Response:
+    """The Prometheus text format of the server's metrics."""
+    return Response(services().metrics.render(), content_type="text/plain; version=0.0.4; charset=utf-8")

@@ -1,0 +1,207 @@
+"""Typed settings: the packaged defaults, then QUART_ROOMS_CONFIG, then QUART_ROOMS_* env."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "QUART_ROOMS_"
+CONFIG_ENV = ENV_PREFIX + "CONFIG"
+JWT_ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "ES256", "EdDSA")
+
+
+class SettingsError(ValueError):
+    """A setting is unknown or has a bad value; the message names it."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Every setting of the server; documented in config/default.toml."""
+
+    instance_path: str
+    database_url: str
+    auto_migrate: bool
+    redis_url: str
+    jwt_secret: str
+    jwt_algorithm: str
+    jwt_private_key_file: str
+    jwt_public_key_file: str
+    jwt_issuer: str
+    jwt_audience: str
+    access_token_ttl: int
+    refresh_token_ttl: int
+    allowed_origins: list[str] = field(default_factory=list)
+    allow_any_origin: bool
+    max_message_chars: int
+    messages_per_10s: int
+    max_sockets_per_user: int
+    max_body_bytes: int
+    max_socket_packet_bytes: int
+    login_failures_per_account: int
+    login_failures_per_address: int
+    login_failure_window: int
+    host: str
+    port: int
+    read_timeout: int
+    log_level: str
+
+    @property
+    def instance_dir(self) -> Path:
+        """The instance folder, created on first use."""
+        path = Path(self.instance_path).expanduser().resolve()
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to a SQLite file in the instance folder."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.instance_dir / 'quart-rooms.db'}"
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some settings changed (validated like any other source)."""
+        merged = dataclasses.asdict(self) | changes
+        return _build(merged, source="override")
+
+
+def _fields() -> dict[str, type]:
+    hints = {f.name: f.type for f in dataclasses.fields(Settings)}
+    types = {"str": str, "int": int, "bool": bool, "list[str]": list}
+    return {name: types[str(hint)] for name, hint in hints.items()}
+
+
+def _coerce(key: str, value: Any, kind: type, source: str) -> Any:
+    if isinstance(value, str) and source == "env":
+        value = _parse_env(key, value, kind)
+    if kind is list:
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return value
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(value, kind):
+        return value
+    wanted = {str: "a string", int: "an integer", bool: "true or false", list: "a list of strings"}[kind]
+    raise SettingsError(f"setting {key!r} from {source} must be {wanted}, got {value!r}")
+
+
+def _parse_env(key: str, raw: str, kind: type) -> Any:
+    if kind is int:
+        try:
+            return int(raw)
+        except ValueError:
+            return raw
+    if kind is bool:
+        lowered = raw.strip().lower()
+        if lowered in {"1", "true", "yes", "on"}:
+            return True
+        if lowered in {"0", "false", "no", "off"}:
+            return False
+        return raw
+    if kind is list:
+        return [part.strip() for part in raw.split(",") if part.strip()]
+    return raw
+
+
+def _read_toml(text: str, source: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{source} is not valid TOML: {exc}") from exc
+
+
+def _check(values: Mapping[str, Any]) -> None:
+    if values["jwt_algorithm"] not in JWT_ALGORITHMS:
+        raise SettingsError(f"setting 'jwt_algorithm' must be one of {', '.join(JWT_ALGORITHMS)}")
+    if not values["jwt_algorithm"].startswith("HS"):
+        for key in ("jwt_private_key_file", "jwt_public_key_file"):
+            if not values[key]:
+                raise SettingsError(f"setting {key!r} is needed for jwt_algorithm {values['jwt_algorithm']}")
+    positive = (
+        "access_token_ttl", "refresh_token_ttl", "max_message_chars", "messages_per_10s",
+        "max_sockets_per_user", "max_body_bytes", "max_socket_packet_bytes",
+        "login_failures_per_account", "login_failures_per_address", "login_failure_window",
+        "read_timeout",
+    )
+    for key in positive:
+        if values[key] <= 0:
+            raise SettingsError(f"setting {key!r} must be greater than 0, got {values[key]}")
+    if not 0 < values["port"] < 65536:
+        raise SettingsError(f"setting 'port' must be between 1 and 65535, got {values['port']}")
+    if "*" in values["allowed_origins"] and not values["allow_any_origin"]:
+        raise SettingsError(
+            "setting 'allowed_origins' contains '*': set allow_any_origin = true if that is intended"
+        )
+    if values["max_socket_packet_bytes"] < values["max_message_chars"] * 4 + 1024:
+        raise SettingsError(
+            "setting 'max_socket_packet_bytes' must exceed max_message_chars * 4 + 1024, "
+            "so that an over-long message gets an error ack instead of a dropped connection"
+        )
+
+
+def _build(values: Mapping[str, Any], *, source: str) -> Settings:
+    kinds = _fields()
+    clean = {key: _coerce(key, value, kinds[key], source) for key, value in values.items()}
+    _check(clean)
+    return Settings(**clean)
+
+
+def _merge(target: dict[str, Any], layer: Mapping[str, Any], source: str) -> None:
+    kinds = _fields()
+    for key, value in layer.items():
+        if key not in kinds:
+            raise SettingsError(f"unknown setting {key!r} in {source}")
+        target[key] = _coerce(key, value, kinds[key], source if source == "env" else "file")
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Read the defaults, the QUART_ROOMS_CONFIG file, the environment, then overrides."""
+    env = os.environ if environ is None else environ
+    default_text = resources.files("quart_rooms").joinpath("default.toml").read_text()
+    values: dict[str, Any] = {}
+    _merge(values, _read_toml(default_text, "config/default.toml"), "config/default.toml")
+    config_path = env.get(CONFIG_ENV)
+    if config_path:
+        try:
+            text = Path(config_path).read_text()
+        except OSError as exc:
+            raise SettingsError(f"{CONFIG_ENV}={config_path}: cannot read it ({exc.strerror})") from exc
+        _merge(values, _read_toml(text, config_path), config_path)
+    env_layer = {
+        key[len(ENV_PREFIX):].lower(): raw
+        for key, raw in env.items()
+        if key.startswith(ENV_PREFIX) and key != CONFIG_ENV
+    }
+    unknown = sorted(set(env_layer) - set(_fields()))
+    if unknown:
+        raise SettingsError(f"unknown setting {ENV_PREFIX + unknown[0].upper()} in the environment")
+    _merge(values, env_layer, "env")
+    _merge(values, overrides, "override")
+    return _build(values, source="settings")
+
+
+def jwt_secret(settings: Settings) -> str:
+    """The configured HS secret, or one generated once and kept in the instance folder."""
+    if settings.jwt_secret:
+        return settings.jwt_secret
+    path = settings.instance_dir / "jwt_secret"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    secret = secrets.token_urlsafe(48)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another worker made it first
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secret)
+    return secret

@@ -1,0 +1,1 @@
+"""Storage: the engine, the tables, the migrations and the queries."""
