@@ -137,6 +137,13 @@ class Chatter:
         """Give in-flight events time to arrive (to check that nothing more came)."""
         await asyncio.sleep(seconds)
 
+    @property
+    def refusal_code(self) -> str | None:
+        """The `code` in the data of the connect_error the server sent (err.data.code in JavaScript)."""
+        if not isinstance(self.connect_error, dict):
+            return None
+        return self.connect_error.get("data", {}).get("code")
+
     async def close(self) -> None:
         if self.sio.connected:
             await self.sio.disconnect()

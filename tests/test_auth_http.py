@@ -1,0 +1,127 @@
+"""Sign-in over HTTP: login, refresh rotation, reuse detection, logout, throttling."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.conftest import both_backends
+from tests.helpers import Api, Server
+
+
+@both_backends
+async def test_login_and_me(api: Api, server: Server) -> None:
+    """A good login returns both tokens; /api/me answers with the account."""
+    body = await api.login("admin", server.admin_password)
+    assert body["token_type"] == "Bearer"
+    assert body["expires_in"] == 300
+    assert (await api.get("/api/me")).json() == {"username": "admin", "is_admin": True}
+
+
+async def test_wrong_password_and_unknown_user_look_the_same(api: Api) -> None:
+    """Unknown user and wrong password get the same 401 reply."""
+    wrong = await api.http.post("/api/auth/login", json={"username": "admin", "password": "nope-nope"})
+    unknown = await api.http.post("/api/auth/login", json={"username": "ghost", "password": "nope-nope"})
+    assert wrong.status_code == unknown.status_code == 401
+    assert wrong.json() == unknown.json() == {
+        "error": {"code": "invalid_credentials", "message": "Wrong username or password."}}
+
+
+async def test_bad_login_bodies(api: Api) -> None:
+    """Missing fields, wrong types and non-JSON are 400."""
+    for body in ({"username": "admin"}, {"username": 1, "password": "x"}, {"username": "a", "password": "b", "x": 1}):
+        reply = await api.http.post("/api/auth/login", json=body)
+        assert reply.status_code == 400, body
+        assert reply.json()["error"]["code"] == "bad_request"
+
+
+async def test_bad_access_tokens(api: Api) -> None:
+    """A missing, malformed or non-bearer Authorization header is 401 unauthorized."""
+    for headers in ({}, {"Authorization": "Bearer junk"}, {"Authorization": "Basic YTpi"}):
+        reply = await api.http.get("/api/me", headers=headers)
+        assert reply.status_code == 401
+        assert reply.json()["error"]["code"] == "unauthorized"
+
+
+@both_backends
+async def test_refresh_rotates_and_reuse_revokes_the_family(api: Api, server: Server) -> None:
+    """Each refresh gives a new pair; the old one stops working, and reusing it ends the family."""
+    first = await api.login("admin", server.admin_password)
+    second = (await api.http.post("/api/auth/refresh", json={"refresh_token": first["refresh_token"]})).json()
+    assert second["refresh_token"] != first["refresh_token"]
+    assert second["access_token"] != first["access_token"]
+    reuse = await api.http.post("/api/auth/refresh", json={"refresh_token": first["refresh_token"]})
+    assert reuse.status_code == 401 and reuse.json()["error"]["code"] == "unauthorized"
+    # The reuse revoked the whole family: the newest token is dead too.
+    after = await api.http.post("/api/auth/refresh", json={"refresh_token": second["refresh_token"]})
+    assert after.status_code == 401
+
+
+async def test_refresh_from_cookie_and_logout(api: Api, server: Server) -> None:
+    """The page's HttpOnly cookie refreshes without a body; logout revokes it."""
+    reply = await api.http.post("/api/auth/login", json={"username": "admin", "password": server.admin_password})
+    cookie = reply.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/api/auth" in cookie
+    refreshed = await api.http.post("/api/auth/refresh")
+    assert refreshed.status_code == 200, refreshed.text
+    token = refreshed.json()["access_token"]
+    out = await api.http.post("/api/auth/logout", headers={"Authorization": f"Bearer {token}"})
+    assert out.status_code == 204
+    body_token = refreshed.json()["refresh_token"]
+    again = await api.http.post("/api/auth/refresh", json={"refresh_token": body_token})
+    assert again.status_code == 401
+    assert (await api.http.post("/api/auth/logout")).status_code == 401
+    assert (await api.http.post("/api/auth/refresh", json={"refresh_token": 5})).status_code == 400
+
+
+async def test_disabled_account_cannot_sign_in_or_refresh(admin_api: Api, api: Api) -> None:
+    """A disabled account gets invalid_credentials and its refresh tokens stop working."""
+    await admin_api.create_user("frank")
+    tokens = await api.login("frank", "password-123")
+    await admin_api.patch("/api/admin/users/frank", json={"disabled": True})
+    reply = await api.http.post("/api/auth/login", json={"username": "frank", "password": "password-123"})
+    assert reply.status_code == 401
+    refresh = await api.http.post("/api/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
+    assert refresh.status_code == 401
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, Any]:
+    return {"login_failures_per_account": 3, "login_failures_per_address": 6}
+
+
+async def test_failed_logins_are_throttled_per_account(api: Api, server: Server) -> None:
+    """After 3 failures on one account: 429 with Retry-After, even with the right password."""
+    for _ in range(3):
+        reply = await api.http.post("/api/auth/login", json={"username": "admin", "password": "wrong-one"})
+        assert reply.status_code == 401
+    reply = await api.http.post("/api/auth/login", json={"username": "admin", "password": server.admin_password})
+    assert reply.status_code == 429
+    assert reply.json()["error"]["code"] == "rate_limited"
+    assert int(reply.headers["Retry-After"]) >= 1
+
+
+async def test_successful_logins_are_never_throttled(api: Api, server: Server) -> None:
+    """Many good sign-ins from one address (a load test, an office NAT) all work."""
+    for _ in range(20):
+        await api.login("admin", server.admin_password)
+
+
+async def test_failed_logins_are_throttled_per_address(api: Api, admin_api: Api) -> None:
+    """Failures spread over many accounts still fill the address's counter."""
+    for i in range(6):
+        reply = await api.http.post("/api/auth/login", json={"username": f"u{i}", "password": "wrong-one"})
+        assert reply.status_code == 401
+    reply = await api.http.post("/api/auth/login", json={"username": "fresh", "password": "wrong-one"})
+    assert reply.status_code == 429
+
+
+async def test_health_and_metrics(api: Api) -> None:
+    """healthz and readyz answer 200; metrics are in Prometheus text format."""
+    assert (await api.get("/healthz")).status_code == 200
+    ready = await api.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["checks"] == {"database": "ok"}
+    metrics = await api.get("/metrics")
+    assert metrics.headers["content-type"].startswith("text/plain")
+    assert "quart_rooms_http_requests_total" in metrics.text
