@@ -17,7 +17,7 @@ from quart_rooms.auth.routes import blueprint as auth_blueprint
 from quart_rooms.health import blueprint as health_blueprint
 from quart_rooms.realtime.events import ChatNamespace
 from quart_rooms.realtime.hub import Hub
-from quart_rooms.realtime.server import create_server
+from quart_rooms.realtime.server import BrokerCheck, create_server
 from quart_rooms.services import Services
 from quart_rooms.settings import Settings, load_settings
 from quart_rooms.storage.db import migrate
@@ -32,6 +32,8 @@ def create_quart(services: Services, hub: Hub) -> Quart:
     app.config["MAX_CONTENT_LENGTH"] = services.settings.max_body_bytes
     app.config["QUART_SCHEMA_CONVERT_CASING"] = False
     app.extensions["quart_rooms"] = services
+    broker = BrokerCheck(services.settings.redis_url) if services.settings.redis_url else None
+    services.broker_ping = broker.ping if broker else None
     QuartSchema(
         app,
         info=Info(title="quart-rooms", version=__version__),
@@ -52,6 +54,8 @@ def create_quart(services: Services, hub: Hub) -> Quart:
     async def _close() -> None:
         await services.chat.stop()
         await services.engine.dispose()
+        if broker is not None:
+            await broker.close()
 
     @app.after_request
     async def _count(response: Any) -> Any:

@@ -29,6 +29,7 @@ class Settings:
     database_url: str
     auto_migrate: bool
     redis_url: str
+    redis_channel: str
     jwt_secret: str
     jwt_algorithm: str
     jwt_private_key_file: str

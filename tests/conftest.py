@@ -14,6 +14,7 @@ import secrets
 import socket
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from quart_rooms.admin.service import Admin
 from quart_rooms.app import create_app
 from quart_rooms.notify import NullNotifier
 from quart_rooms.services import Services
-from quart_rooms.settings import load_settings
+from quart_rooms.settings import Settings, load_settings
 from tests.helpers import Api, Server
 
 POSTGRES_ENV = "QUART_ROOMS_TEST_POSTGRES_URL"
@@ -89,19 +90,23 @@ def settings_overrides() -> dict[str, Any]:
     return {}
 
 
-@pytest.fixture
-async def server(database_url: str, tmp_path: Path, settings_overrides: dict[str, Any]) -> AsyncIterator[Server]:
-    """The whole app served by Hypercorn on a loopback port, with one admin account."""
-    settings = load_settings(
+def make_settings(database_url: str, instance: Path, **overrides: Any) -> Settings:
+    """Test settings: a private instance folder, a random secret, no outside environment."""
+    return load_settings(
         environ={},
-        instance_path=str(tmp_path / "instance"),
+        instance_path=str(instance),
         database_url=database_url,
-        jwt_secret=secrets.token_urlsafe(32),
-        **settings_overrides,
+        jwt_secret=overrides.pop("jwt_secret", secrets.token_urlsafe(32)),
+        **overrides,
     )
+
+
+@asynccontextmanager
+async def running(settings: Settings, *, port: int | None = None) -> AsyncIterator[Server]:
+    """The whole app served by Hypercorn on a loopback port until the block ends."""
     app = create_app(settings)
     services: Services = app.services  # type: ignore[attr-defined]
-    port = free_port()
+    port = port or free_port()
     config = Config()
     config.bind = [f"127.0.0.1:{port}"]
     config.accesslog = None
@@ -110,15 +115,28 @@ async def server(database_url: str, tmp_path: Path, settings_overrides: dict[str
     stop = asyncio.Event()
     task = asyncio.create_task(serve(app, config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
     url = f"http://127.0.0.1:{port}"
-    await _wait_ready(url, task)
-    admin = Admin(services.sessions, Access(services.sessions), NullNotifier())
-    await admin.create_user("test", "admin", ADMIN_PASSWORD, is_admin=True)
-    services.access.invalidate()
     try:
+        await _wait_ready(url, task)
         yield Server(url=url, services=services, admin_password=ADMIN_PASSWORD)
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)
+
+
+async def add_admin(server: Server) -> None:
+    """Create the test admin account through the real admin use case."""
+    services = server.services
+    admin = Admin(services.sessions, Access(services.sessions), NullNotifier())
+    await admin.create_user("test", "admin", ADMIN_PASSWORD, is_admin=True)
+    services.access.invalidate()
+
+
+@pytest.fixture
+async def server(database_url: str, tmp_path: Path, settings_overrides: dict[str, Any]) -> AsyncIterator[Server]:
+    """The whole app served by Hypercorn on a loopback port, with one admin account."""
+    async with running(make_settings(database_url, tmp_path / "instance", **settings_overrides)) as started:
+        await add_admin(started)
+        yield started
 
 
 async def _wait_ready(url: str, task: asyncio.Task[Any]) -> None:
@@ -129,7 +147,7 @@ async def _wait_ready(url: str, task: asyncio.Task[Any]) -> None:
             if task.done():
                 task.result()
             try:
-                if (await client.get(url + "/readyz")).status_code == 200:
+                if (await client.get(url + "/healthz")).status_code == 200:
                     return
             except httpx.TransportError:
                 pass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import redis.asyncio
 import socketio
 
 from quart_rooms.settings import Settings
@@ -23,7 +24,11 @@ def cors_origins(settings: Settings) -> str | list[str] | None:
 
 def create_server(settings: Settings) -> socketio.AsyncServer:
     """An ASGI AsyncServer; with a Redis URL, rooms are shared through Redis pub/sub."""
-    manager = socketio.AsyncRedisManager(settings.redis_url) if settings.redis_url else None
+    manager = (
+        socketio.AsyncRedisManager(settings.redis_url, channel=settings.redis_channel)
+        if settings.redis_url
+        else None
+    )
     return socketio.AsyncServer(
         async_mode="asgi",
         client_manager=manager,
@@ -33,3 +38,18 @@ def create_server(settings: Settings) -> socketio.AsyncServer:
         logger=False,
         engineio_logger=False,
     )
+
+
+class BrokerCheck:
+    """A small Redis client of its own, so /readyz can tell whether the broker answers."""
+
+    def __init__(self, url: str) -> None:
+        self._client = redis.asyncio.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+
+    async def ping(self) -> None:
+        """Raise unless Redis answers PING."""
+        await self._client.ping()
+
+    async def close(self) -> None:
+        """Close the client's connections."""
+        await self._client.aclose()

@@ -1,0 +1,72 @@
+"""Two servers sharing one database and one Redis broker (python-socketio's Redis manager)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import add_admin, both_backends, make_settings, running
+from tests.helpers import Api, Chatter
+
+REDIS_ENV = "QUART_ROOMS_TEST_REDIS_URL"
+
+
+@pytest.fixture
+def redis_url() -> str:
+    url = os.environ.get(REDIS_ENV)
+    if not url:
+        pytest.skip(f"Redis tests need {REDIS_ENV} (e.g. redis://127.0.0.1:6379/15)")
+    return url
+
+
+@both_backends
+async def test_message_crosses_servers(redis_url: str, database_url: str, tmp_path: Path) -> None:
+    """alice on server A and bob on server B share room red: each sees the other's message once."""
+    shared = {"redis_url": redis_url, "redis_channel": f"test-{uuid.uuid4().hex}", "jwt_secret": secrets.token_urlsafe(32)}
+    settings_a = make_settings(database_url, tmp_path / "a", **shared)
+    settings_b = make_settings(database_url, tmp_path / "b", **shared)
+    async with running(settings_a) as a, running(settings_b) as b:
+        await add_admin(a)
+        async with Api(a) as admin:
+            await admin.login("admin", a.admin_password)
+            for name in ("alice", "bob"):
+                await admin.create_user(name)
+            await admin.create_room("red")
+            await admin.grant("red", "alice")
+            await admin.grant("red", "bob")
+            alice, bob = Chatter(a.url), Chatter(b.url)
+            try:
+                await alice.connect(await admin.token_for("alice"))
+                await bob.connect(await admin.token_for("bob"))  # a token from A works on B
+                assert (await alice.call("join", {"room": "red"}))["ok"]
+                assert (await bob.call("join", {"room": "red"}))["ok"]
+                first = await alice.call("message", {"room": "red", "msg": "from A"})
+                second = await bob.call("message", {"room": "red", "msg": "from B"})
+                assert (first["id"], second["id"]) == (1, 2)
+                for chatter in (alice, bob):
+                    got = await chatter.wait_for("message", 2)
+                    assert [(m["id"], m["msg"]) for m in got] == [(1, "from A"), (2, "from B")]
+                await alice.settle()
+                assert len(alice.events["message"]) == len(bob.events["message"]) == 2
+            finally:
+                await alice.close()
+                await bob.close()
+        async with Api(b) as anonymous:
+            ready = (await anonymous.get("/readyz")).json()
+            assert ready["checks"] == {"database": "ok", "broker": "ok"}
+
+
+async def test_readyz_says_when_the_broker_is_down(database_url: str, tmp_path: Path) -> None:
+    """With a Redis URL nobody answers at, /readyz is 503 and names the broker."""
+    from tests.conftest import free_port
+
+    settings = make_settings(database_url, tmp_path / "i", redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    async with running(settings) as server, Api(server) as anonymous:
+        reply = await anonymous.get("/readyz")
+        assert reply.status_code == 503
+        assert reply.json() == {"status": "unavailable", "checks": {"database": "ok", "broker": "unavailable"}}
+        assert (await anonymous.get("/healthz")).status_code == 200
