@@ -21,6 +21,7 @@ from quart_rooms.realtime.server import BrokerCheck, create_server
 from quart_rooms.services import Services
 from quart_rooms.settings import Settings, load_settings
 from quart_rooms.storage.db import migrate
+from quart_rooms.storage.queries import StoredMessage
 from quart_rooms.web.routes import blueprint as web_blueprint
 
 log = logging.getLogger(__name__)
@@ -44,11 +45,16 @@ def create_quart(services: Services, hub: Hub) -> Quart:
         app.register_blueprint(blueprint)
     errors.register(app)
 
+    async def deliver(messages: list[StoredMessage]) -> None:
+        services.metrics.messages.inc(len(messages))
+        services.metrics.write_batch.observe(len(messages))
+        await hub.deliver(messages)
+
     @app.before_serving
     async def _open() -> None:
         if services.settings.auto_migrate:
             await migrate(services.engine)
-        services.chat.start(hub.deliver)
+        services.chat.start(deliver)
 
     @app.after_serving
     async def _close() -> None:
@@ -75,6 +81,6 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
     sio.register_namespace(ChatNamespace(services, hub))
     quart_app = create_quart(services, hub)
     asgi = socketio.ASGIApp(sio, other_asgi_app=quart_app, socketio_path="socket.io")
-    asgi.quart_app = quart_app  # type: ignore[attr-defined]
-    asgi.services = services  # type: ignore[attr-defined]
+    asgi.quart_app = quart_app
+    asgi.services = services
     return asgi

@@ -145,5 +145,9 @@ class Chatter:
         return self.connect_error.get("data", {}).get("code")
 
     async def close(self) -> None:
+        """Disconnect, and close the HTTP session a refused connect leaves open."""
         if self.sio.connected:
             await self.sio.disconnect()
+        http = getattr(self.sio.eio, "http", None)
+        if http is not None and not http.closed:
+            await http.close()

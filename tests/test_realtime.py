@@ -222,6 +222,7 @@ async def test_disabling_a_user_disconnects_them(connect: Connect, admin_api: Ap
     with pytest.raises(socketio.exceptions.ConnectionError):
         await again.connect(people["bob"])
     assert again.refusal_code == "unauthorized"
+    await again.close()
 
 
 async def test_deleting_a_user_disconnects_them(connect: Connect, admin_api: Api, people: dict[str, str]) -> None:
@@ -388,3 +389,15 @@ async def test_too_many_sockets(connect: Connect, server: Server, people: dict[s
     with pytest.raises(socketio.exceptions.ConnectionError):
         await extra.connect(people["carol"])
     assert extra.refusal_code == "too_many_sockets"
+    await extra.close()
+
+
+async def test_foreign_origins_are_refused(connect: Connect, server: Server, people: dict[str, str]) -> None:
+    """A browser page from another origin cannot connect; the server's own origin can."""
+    stranger = Chatter(server.url)
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await stranger.connect(people["alice"], headers={"Origin": "http://evil.example"})
+    await stranger.close()
+    own = await connect(people["alice"], headers={"Origin": server.url})
+    [welcome] = await own.wait_for("welcome")
+    assert welcome["user"] == "alice"

@@ -134,6 +134,11 @@ class ChatNamespace(socketio.AsyncNamespace):
         user = await self._user(sid)
         found, history = await self.svc.chat.history(user, room, since_id=since_id)
         first = await self.hub.enter(sid, user.username, room)
+        try:  # a revoke that landed while the history was read must still win
+            await self.svc.access.require(user, room, "read")
+        except AppError:
+            await self.hub.leave(sid, user.username, room, announce=False)
+            raise
         if first:
             await self.hub.announce(room, user.username, "joined")
         return {
