@@ -8,6 +8,7 @@ import logging
 import socketio
 
 from quart_rooms.presence import LocalPresence, Presence
+from quart_rooms.realtime.fanout import broadcast
 from quart_rooms.realtime.server import internal_room
 from quart_rooms.storage.queries import StoredMessage
 
@@ -84,7 +85,7 @@ class Hub:
     async def deliver(self, messages: list[StoredMessage]) -> None:
         """Send committed messages to their rooms, in id order."""
         for message in messages:
-            await self.sio.emit("message", message.as_dict(), to=internal_room(message.room))
+            await broadcast(self.sio, "message", message.as_dict(), internal_room(message.room))
 
     # Notifier: admin changes reach live sockets ------------------------------------
 

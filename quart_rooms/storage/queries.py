@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Table, case, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from quart_rooms.storage.models import AuditEntry, Grant, Message, RefreshToken, Room, User, isoformat, utcnow
@@ -146,26 +147,23 @@ class NewMessage:
 async def store_messages(session: AsyncSession, batch: Sequence[NewMessage]) -> list[StoredMessage | None]:
     """Give each message its room's next ids and insert them all; the caller commits.
 
-    Taking the ids with one UPDATE per room serializes writers to a room in the
-    database itself (a row lock on PostgreSQL, the write lock on SQLite), so ids
-    stay gapless even with several processes. A message whose room is gone by
+    Taking the ids with one UPDATE of every room in the batch serializes writers
+    to a room in the database itself (a row lock on PostgreSQL, the write lock
+    on SQLite), so ids stay gapless even with several processes. A message whose room is gone by
     now comes back as None and is not stored.
     """
     per_room: dict[int, int] = {}
     for item in batch:
         per_room[item.room_id] = per_room.get(item.room_id, 0) + 1
-    next_id: dict[int, int] = {}
-    for room_id, count in per_room.items():
-        last = (
-            await session.execute(
-                update(Room)
-                .where(Room.id == room_id)
-                .values(last_message_id=Room.last_message_id + count)
-                .returning(Room.last_message_id)
-            )
-        ).scalar_one_or_none()
-        if last is not None:
-            next_id[room_id] = last - count + 1
+    rooms = cast(Table, Room.__table__)
+    added = case(per_room, value=rooms.c.id)  # one statement for every room of the batch
+    taken = await session.execute(
+        update(rooms)
+        .where(rooms.c.id.in_(list(per_room)))
+        .values(last_message_id=rooms.c.last_message_id + added)
+        .returning(rooms.c.id, rooms.c.last_message_id)
+    )
+    next_id = {room_id: last - per_room[room_id] + 1 for room_id, last in taken.all()}
     now = utcnow()
     stored: list[StoredMessage | None] = []
     rows: list[dict[str, object]] = []
@@ -181,7 +179,7 @@ async def store_messages(session: AsyncSession, batch: Sequence[NewMessage]) -> 
         )
         stored.append(StoredMessage(message_id, item.room, item.user, item.msg, now))
     if rows:
-        await session.execute(insert(Message), rows)
+        await session.execute(insert(cast(Table, Message.__table__)), rows)
     return stored
 
 
