@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import importlib.util
 import logging
 import sys
 
@@ -30,7 +31,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     config.errorlog = "-"
     config.loglevel = settings.log_level
     config.graceful_timeout = 5
-    if args.uvloop:
+    loop = args.loop or settings.event_loop
+    if loop == "uvloop" and importlib.util.find_spec("uvloop") is not None:
         config.worker_class = "uvloop"
     print(f"quart-rooms: serving on http://{host}:{port}/ (Ctrl-C stops it)", flush=True)
     return run(config)
@@ -104,7 +106,8 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (default from settings: 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default from settings: 5000)")
     serve.add_argument("--workers", type=int, default=1, help="worker processes (more than 1 needs redis_url)")
-    serve.add_argument("--uvloop", action="store_true", help="run the workers on uvloop")
+    serve.add_argument("--loop", choices=["uvloop", "asyncio"], help="event loop (default from settings: uvloop)")
+    serve.add_argument("--uvloop", dest="loop", action="store_const", const="uvloop", help=argparse.SUPPRESS)
     create = commands.add_parser("create-user", help="create an account (password from stdin or a prompt)")
     create.add_argument("username")
     create.add_argument("--admin", action="store_true", help="make the account an admin")

@@ -51,6 +51,7 @@ class Settings:
     host: str
     port: int
     read_timeout: int
+    event_loop: str
     log_level: str
 
     @property
@@ -135,6 +136,8 @@ def _check(values: Mapping[str, Any]) -> None:
     for key in positive:
         if values[key] <= 0:
             raise SettingsError(f"setting {key!r} must be greater than 0, got {values[key]}")
+    if values["event_loop"] not in ("uvloop", "asyncio"):
+        raise SettingsError(f"setting 'event_loop' must be uvloop or asyncio, got {values['event_loop']!r}")
     if not 0 < values["port"] < 65536:
         raise SettingsError(f"setting 'port' must be between 1 and 65535, got {values['port']}")
     if "*" in values["allowed_origins"] and not values["allow_any_origin"]:
