@@ -125,3 +125,23 @@ async def test_health_and_metrics(api: Api) -> None:
     metrics = await api.get("/metrics")
     assert metrics.headers["content-type"].startswith("text/plain")
     assert "quart_rooms_http_requests_total" in metrics.text
+
+
+async def test_old_hash_parameters_are_upgraded_at_login(api: Api, server: Server) -> None:
+    """A hash made with weaker argon2 parameters is replaced by a current one at the next sign-in."""
+    from argon2 import PasswordHasher
+
+    from quart_rooms.auth.passwords import needs_rehash
+    from quart_rooms.storage import queries
+    from quart_rooms.storage.models import User
+
+    weak = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1).hash("legacy-password")
+    async with server.services.sessions() as session:
+        session.add(User(username="legacy", password_hash=weak, is_admin=False, disabled=False))
+        await session.commit()
+    await api.login("legacy", "legacy-password")
+    async with server.services.sessions() as session:
+        user = await queries.get_user(session, "legacy")
+    assert user is not None and user.password_hash != weak
+    assert user.password_hash.startswith("$argon2id$") and not needs_rehash(user.password_hash)
+    await api.login("legacy", "legacy-password")
