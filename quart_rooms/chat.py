@@ -79,7 +79,9 @@ class Chat:
         """Finish the messages already queued, then stop the writer."""
         if self._writer is None:
             return
-        while not self._queue.empty():
+        for _ in range(500):  # up to 5 s for the writer to drain the queue
+            if self._queue.empty():
+                break
             await asyncio.sleep(0.01)
         self._writer.cancel()
         try:

@@ -8,6 +8,8 @@ from collections import deque
 
 from quart_rooms.errors import RateLimited
 
+MAX_TRACKED = 10_000
+
 
 class LoginThrottle:
     """Refuses sign-in attempts after too many recent failures; successes are never counted."""
@@ -39,5 +41,8 @@ class LoginThrottle:
     def failed(self, username: str, address: str) -> None:
         """Count one failed attempt against the account and the address."""
         now = time.monotonic()
+        if len(self._failures) > MAX_TRACKED:  # many made-up names: drop what has aged out
+            for key in list(self._failures):
+                self._recent(key, now)
         for key in (("account", username.lower()), ("address", address)):
             self._failures.setdefault(key, deque()).append(now)

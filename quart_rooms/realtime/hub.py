@@ -23,6 +23,7 @@ class Hub:
         self.presence = presence or LocalPresence()
         self.user_sids: dict[str, set[str]] = {}
         self._expiry: dict[str, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # Sockets --------------------------------------------------------------------
 
@@ -47,7 +48,12 @@ class Hub:
         """End the socket's session `delay` seconds from now unless it refreshes its token."""
         self.cancel_expiry(sid)
         loop = asyncio.get_running_loop()
-        self._expiry[sid] = loop.call_later(max(0.0, delay), lambda: loop.create_task(self._expire(sid)))
+        self._expiry[sid] = loop.call_later(max(0.0, delay), self._start_expire, sid)
+
+    def _start_expire(self, sid: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._expire(sid))
+        self._tasks.add(task)  # keep a reference until it is done
+        task.add_done_callback(self._tasks.discard)
 
     def cancel_expiry(self, sid: str) -> None:
         """Stop the socket's expiry timer."""
