@@ -11,6 +11,7 @@ the other servers.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import socketio
@@ -24,18 +25,25 @@ def is_local(sio: socketio.AsyncServer) -> bool:
     return not isinstance(sio.manager, AsyncPubSubManager)
 
 
-async def broadcast(sio: socketio.AsyncServer, event: str, data: Any, room: str, namespace: str = "/") -> None:
-    """Emit `event` with `data` to every socket in `room`, in call order per socket."""
-    if not is_local(sio):
-        await sio.emit(event, data, to=room, namespace=namespace)
-        return
+async def broadcast(
+    sio: socketio.AsyncServer,
+    event: str,
+    data: Any,
+    room: str,
+    *,
+    skip: Collection[str] = (),
+    namespace: str = "/",
+) -> None:
+    """Emit `event` with `data` to every socket in `room` but the `skip` sids, in call order per socket."""
     encoded = sio.packet_class(sio_packet.EVENT, namespace=namespace, data=[event, data]).encode()
-    if isinstance(encoded, list):  # binary attachments: let the manager handle them
-        await sio.emit(event, data, to=room, namespace=namespace)
+    if not is_local(sio) or isinstance(encoded, list):  # other servers, or binary attachments
+        await sio.emit(event, data, to=room, skip_sid=list(skip), namespace=namespace)
         return
     pkt = eio_packet.Packet(eio_packet.MESSAGE, encoded)
     sockets = sio.eio.sockets
-    for _sid, eio_sid in sio.manager.get_participants(namespace, room):
+    for sid, eio_sid in sio.manager.get_participants(namespace, room):
+        if sid in skip:
+            continue
         socket = sockets.get(eio_sid)
         if socket is not None and not socket.closed:
             socket.queue.put_nowait(pkt)

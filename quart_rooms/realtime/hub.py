@@ -81,11 +81,12 @@ class Hub:
 
     async def announce(self, room: str, username: str, action: str) -> None:
         """`presence` to the others in the room (not the user's own sockets)."""
-        await self.sio.emit(
+        await broadcast(
+            self.sio,
             "presence",
             {"room": room, "user": username, "action": action},
-            to=internal_room(room),
-            skip_sid=self.presence.sids(room, username),
+            internal_room(room),
+            skip=set(self.presence.sids(room, username)),
         )
 
     async def deliver(self, messages: list[StoredMessage]) -> None:
