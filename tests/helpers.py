@@ -133,6 +133,14 @@ class Chatter:
         await asyncio.wait_for(arrived(), timeout)
         return self.events[event]
 
+    async def wait_disconnected(self, timeout: float = 2.0) -> None:
+        """Wait until the server has closed this connection; fails the test if it does not."""
+        for _ in range(int(timeout / 0.02)):
+            if not self.sio.connected:
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError("the server did not close the connection")
+
     async def settle(self, seconds: float = 0.3) -> None:
         """Give in-flight events time to arrive (to check that nothing more came)."""
         await asyncio.sleep(seconds)

@@ -9,7 +9,18 @@ from quart_schema import validate_querystring, validate_request, validate_respon
 
 from quart_rooms.admin.service import Admin
 from quart_rooms.api.schemas import (
-    Audit, AuditQuery, GrantIn, GrantOut, Grants, NewRoom, NewUser, RoomOut, Rooms, UserChange, UserOut, Users,
+    Audit,
+    AuditQuery,
+    GrantIn,
+    GrantOut,
+    Grants,
+    NewRoom,
+    NewUser,
+    RoomOut,
+    Rooms,
+    UserChange,
+    UserOut,
+    Users,
 )
 from quart_rooms.auth.http import admin_required, current_user, services
 from quart_rooms.errors import BadRequest

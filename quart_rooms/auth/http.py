@@ -9,8 +9,8 @@ from typing import Any, TypeVar, cast
 from quart import current_app, g, request
 
 from quart_rooms.access import Principal
-from quart_rooms.errors import Forbidden, Unauthorized
 from quart_rooms.auth.tokens import bearer_token
+from quart_rooms.errors import Forbidden, Unauthorized
 from quart_rooms.services import Services
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])

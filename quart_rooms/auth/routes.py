@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from quart import Blueprint, Response, jsonify, request
 from pydantic import ValidationError
+from quart import Blueprint, Response, jsonify, request
 from quart_schema import document_request, document_response, validate_request
 
 from quart_rooms.api.schemas import Login, Refresh, TokenReply
