@@ -1,23 +1,36 @@
-"""The page routes."""
+"""The page routes: the single-page chat and admin UI, its static files, and its security headers."""
 
 from __future__ import annotations
 
-from quart import Blueprint, Response, render_template
+from quart import Blueprint, Response, render_template, request
 from quart_schema import hide
 
-blueprint = Blueprint("web", __name__, template_folder="templates", static_folder="static", static_url_path="/static")
+from quart_rooms import __version__
+
+# The page's files are under /assets: the Quart app keeps /static for itself.
+blueprint = Blueprint("web", __name__, template_folder="templates", static_folder="static", static_url_path="/assets")
 
 
 @blueprint.get("/")
 @hide
-async def index() -> str:
-    """The chat page."""
-    return await render_template("index.html")
+async def index() -> Response:
+    """The chat page (sign-in, rooms, admin view); everything else it does goes through the API."""
+    response = Response(await render_template("index.html", version=__version__))
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@blueprint.after_request
+async def revalidate_assets(response: Response) -> Response:
+    """The JavaScript modules import each other without a version in the URL: revalidate on every load."""
+    if request.endpoint == "web.static":
+        response.headers["Cache-Control"] = "no-cache"
+    return response
 
 
 @blueprint.after_app_request
 async def security_headers(response: Response) -> Response:
-    """Keep the page's scripts to our own files and the page out of frames."""
+    """Keep the page's scripts and styles to our own files and the page out of frames."""
     response.headers.setdefault(
         "Content-Security-Policy",
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
