@@ -185,6 +185,11 @@ async def test_admin_revokes_a_user_who_sees_the_kick_at_once(open_tab: Any, adm
 
     await expect(page.locator("#grants-body tr")).to_have_count(2)
     await expect(page.locator("#audit-body tr").first).to_contain_text("grant.delete")
+
+    await page.get_by_role("button", name="Disable bob").click()
+    await expect(page.locator('#users-body tr[data-user="bob"]')).to_contain_text("Disabled")
+    await expect(bob.page.locator("#signin-note")).to_have_text("The server ended your session. Please sign in again.")
+    await expect(bob.page.locator("#chat-view")).to_be_hidden()
     assert await visible_controls_without_label(boss) == []
     await page.screenshot(path=save_screenshot("admin.png"), full_page=True)
 
@@ -264,4 +269,84 @@ async def test_reload_keeps_the_user_signed_in_on_a_phone(open_tab: Any, admin: 
     await expect(page.locator("#signin-note")).to_have_text("You have signed out.")
     await page.reload()
     await expect(page.get_by_role("region", name="Sign in")).to_be_visible()
+    await expect(page.locator("#chat-view")).to_be_hidden()
+
+
+@pytest.mark.parametrize("server_settings", [{"max_message_chars": 20, "messages_per_10s": 2}])
+async def test_a_failed_send_keeps_the_text_and_says_why(open_tab: Any, admin: Api) -> None:
+    await admin.create_user("alice")
+    await admin.create_room("lobby", public=True)
+    tab = await open_tab()
+    await tab.sign_in("alice")
+    await tab.open_room("lobby")
+    page = tab.page
+    box = page.get_by_role("textbox", name="Message")
+
+    await box.fill("sixteen chars ok")
+    await expect(page.locator("#composer-count")).to_have_text("16 / 20 characters")
+    await box.fill("this is far too long for the limit")
+    await expect(page.locator("#composer-count")).to_have_text("34 / 20 characters: 14 too many")
+    await box.press("Enter")
+    await expect(page.locator("#send-error")).to_have_text("Too long: a message may have at most 20 characters.")
+    await expect(box).to_have_value("this is far too long for the limit")
+
+    await tab.say("one")
+    await expect(page.locator("#send-error")).to_have_text("")
+    await tab.say("two")
+    await box.fill("three")
+    await page.get_by_role("button", name="Send").click()
+    await expect(page.locator("#send-error")).to_contain_text("You are sending too fast")
+    await expect(box).to_have_value("three")
+    await expect(tab.messages("lobby")).to_have_text(["one", "two"])
+
+
+@pytest.mark.parametrize("server_settings", [{"messages_per_10s": 1000}])
+async def test_scrolling_up_loads_older_messages(open_tab: Any, admin: Api, live: LiveServer) -> None:
+    await admin.create_user("alice")
+    await admin.create_user("bob")
+    await admin.create_room("lobby", public=True)
+    bob = Chatter(live.url)
+    try:
+        await bob.connect(await admin.token_for("bob"))
+        assert (await bob.call("join", {"room": "lobby"}))["ok"]
+        for n in range(1, 76):
+            assert (await bob.call("message", {"room": "lobby", "msg": f"message {n}"}))["ok"]
+    finally:
+        await bob.close()
+    tab = await open_tab()
+    await tab.sign_in("alice")
+    await tab.open_room("lobby")
+    texts = tab.messages("lobby")
+    await expect(texts).to_have_count(50)
+    await expect(texts.first).to_have_text("message 26")
+    await expect(texts.last).to_be_in_viewport()
+
+    await tab.log("lobby").evaluate("log => { log.scrollTop = 0; }")
+    await expect(texts).to_have_count(75)
+    await expect(tab.log("lobby").get_by_text("This is the start of the room.")).to_be_visible()
+    assert await texts.all_text_contents() == [f"message {n}" for n in range(1, 76)]
+    await expect(texts.nth(25)).to_be_in_viewport()  # the reader stays where they were
+
+
+@pytest.mark.parametrize("server_settings", [{"access_token_ttl": 4}])
+async def test_the_page_renews_its_token_and_says_when_it_cannot(open_tab: Any, admin: Api) -> None:
+    await admin.create_user("alice")
+    await admin.create_room("lobby", public=True)
+    tab = await open_tab()
+    page = tab.page
+    sockets: list[Any] = []
+    page.on("websocket", lambda ws: sockets.append(ws))
+    await tab.sign_in("alice")
+    await tab.open_room("lobby")
+
+    await asyncio.sleep(5)  # longer than an access token lives
+    await tab.say("still connected")
+    await expect(tab.messages("lobby")).to_have_text(["still connected"])
+    await expect(page.locator("#conn")).to_have_text("Connected")
+    await expect(page.locator("#notices")).to_be_empty()
+    assert len(sockets) == 1  # the same connection all along: renewed, not expired and reopened
+
+    await page.route("**/api/auth/refresh", lambda route: route.fulfill(
+        status=401, json={"error": {"code": "unauthorized", "message": "The refresh token is not valid."}}))
+    await expect(page.locator("#signin-note")).to_have_text("Your session has ended. Please sign in again.")
     await expect(page.locator("#chat-view")).to_be_hidden()

@@ -50,11 +50,15 @@ function setToken(reply) {
   for (const fn of tokenListeners) fn(accessToken, ttl);
 }
 
-/** Renew a little before the token runs out: 20% of its life early, at most a minute. */
+/**
+ * Renew before the token runs out: a fifth of its life early (at least 2 s, at
+ * most a minute), and never later than half its life, since the server counts
+ * the lifetime from a whole second that may be almost a second in the past.
+ */
 function schedule(ttl) {
   clearTimeout(refreshTimer);
-  const lead = Math.min(60, ttl * 0.2);
-  refreshTimer = setTimeout(renewInBackground, Math.max(1, ttl - lead) * 1000);
+  const lead = Math.min(60, Math.max(2, ttl * 0.2));
+  refreshTimer = setTimeout(renewInBackground, Math.max(0.5, ttl / 2, ttl - lead) * 1000);
 }
 
 async function renewInBackground() {

@@ -57,6 +57,10 @@ class JoinedRoom {
       class: "log", role: "log", tabindex: "0", "aria-label": `Messages in ${name}`, dataset: { room: name }, hidden: true,
     }, h("div", { class: "log-top" }, this.olderButton, this.historyStart), this.list);
     this.olderButton.addEventListener("click", () => loadOlder(this));
+    // The log shrinks when the composer or the phone keyboard appears: stay at the end.
+    new ResizeObserver(() => {
+      if (this.stick && !this.log.hidden) this.log.scrollTop = this.log.scrollHeight;
+    }).observe(this.log);
     this.log.addEventListener("scroll", () => {
       this.stick = atBottom(this.log);
       if (this.log.scrollTop < 80) loadOlder(this);
@@ -275,8 +279,8 @@ function renderPane(notice = "") {
   if (info) parts.push(info.public ? "public" : "private");
   if (!room.role) parts.push("joining…");
   $("room-sub").textContent = parts.join(" · ");
-  show($("composer"), room.role === "write");
-  show($("read-only-note"), room.role === "read");
+  show($("composer"), role === "write"); // from the room list until the join answers: no jump
+  show($("read-only-note"), role === "read");
   renderMembers();
 }
 
@@ -413,9 +417,11 @@ function dropRoom(name, text) {
   state.rooms.delete(name);
   if (state.draft && state.draft.room === name) state.draft = null;
   if (state.active === name) {
+    const hadFocus = $("room-pane").contains(document.activeElement);
     state.active = null;
     $("message-input").value = "";
     renderPane(text);
+    if (hadFocus) $("room-placeholder").focus(); // the composer is gone: keep keyboard users in the pane
   }
   renderRoomList();
   remember();
@@ -457,8 +463,12 @@ async function sendMessage() {
   const room = state.joined.get(name);
   const text = input.value;
   if (!room || state.sending || !text.trim()) return;
-  if (!state.socket || !state.socket.connected || !room.role) {
+  if (!state.socket || !state.socket.connected) {
     error.textContent = "Not connected right now. Your message is kept; send it again once connected.";
+    return;
+  }
+  if (!room.role) {
+    error.textContent = "Still joining the room. Your message is kept; send it again in a moment.";
     return;
   }
   if (!state.draft || state.draft.room !== name || state.draft.text !== text) {
