@@ -49,8 +49,10 @@ function userRow(user) {
   const input = h("input", { id, type: "password", autocomplete: "new-password", minlength: MIN_PASSWORD, maxlength: 1024, required: true });
   const save = h("button", { type: "submit", class: "small primary", text: "Save" });
   const cancel = h("button", { type: "button", class: "small", text: "Cancel" });
+  // The hidden username tells password managers whose password this is.
+  const account = h("input", { type: "text", autocomplete: "username", value: user.username, readonly: true, hidden: true, tabindex: "-1" });
   const form = h("form", { class: "reset-form", hidden: true, novalidate: true },
-    h("label", { for: id, text: `New password for ${user.username}` }), input, save, cancel);
+    account, h("label", { for: id, text: `New password for ${user.username}` }), input, save, cancel);
   const reset = h("button", {
     type: "button", class: "small", "aria-expanded": "false",
     "aria-label": `Reset the password of ${user.username}`, text: "Reset password",
