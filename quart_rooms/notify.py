@@ -14,6 +14,9 @@ class Notifier(Protocol):
     async def room_deleted(self, room: str) -> None:
         """The room is gone: every socket leaves it and gets `kicked`."""
 
+    async def room_restricted(self, room: str, keep: set[str]) -> None:
+        """The room became private: sockets of users not in `keep` leave it and get `kicked`."""
+
     async def user_disabled(self, username: str) -> None:
         """The account was disabled or deleted: disconnect all its sockets."""
 
@@ -25,6 +28,9 @@ class NullNotifier:
         return None
 
     async def room_deleted(self, room: str) -> None:
+        return None
+
+    async def room_restricted(self, room: str, keep: set[str]) -> None:
         return None
 
     async def user_disabled(self, username: str) -> None:

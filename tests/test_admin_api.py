@@ -152,7 +152,7 @@ async def test_openapi_lists_every_route(api: Api) -> None:
         "/api/auth/login": {"post"}, "/api/auth/refresh": {"post"}, "/api/auth/logout": {"post"},
         "/api/me": {"get"}, "/api/rooms": {"get"}, "/api/rooms/{room}/messages": {"get"},
         "/api/admin/users": {"get", "post"}, "/api/admin/users/{username}": {"patch", "delete"},
-        "/api/admin/rooms": {"get", "post"}, "/api/admin/rooms/{room}": {"delete"},
+        "/api/admin/rooms": {"get", "post"}, "/api/admin/rooms/{room}": {"patch", "delete"},
         "/api/admin/rooms/{room}/grants/{username}": {"put", "delete"},
         "/api/admin/rooms/{room}/grants": {"get"}, "/api/admin/audit": {"get"},
         "/healthz": {"get"}, "/readyz": {"get"}, "/metrics": {"get"},

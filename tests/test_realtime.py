@@ -393,3 +393,28 @@ async def test_foreign_origins_are_refused(connect: Connect, server: Server, peo
     own = await connect(people["alice"], headers={"Origin": server.url})
     [welcome] = await own.wait_for("welcome")
     assert welcome["user"] == "alice"
+
+
+async def test_making_a_room_private_kicks_those_without_a_grant(
+    connect: Connect, admin_api: Api, people: dict[str, str]
+) -> None:
+    """A public room turned private keeps grantees and admins, and kicks everyone else at once."""
+    await admin_api.create_room("town", public=True)
+    await admin_api.grant("town", "alice", "read")
+    alice, bob, admin = await connect(people["alice"]), await connect(people["bob"]), await connect(admin_api.token)
+    for chatter in (alice, bob, admin):
+        assert (await chatter.call("join", {"room": "town"}))["ok"]
+    reply = await admin_api.patch("/api/admin/rooms/town", json={"public": False, "title": "Town hall"})
+    assert reply.json() == {"name": "town", "title": "Town hall", "public": False}
+    [kicked] = await bob.wait_for("kicked")
+    assert kicked == {"room": "town", "reason": "revoked"}
+    await admin.call("message", {"room": "town", "msg": "private now"})
+    [seen] = await alice.wait_for("message")
+    assert seen["msg"] == "private now"
+    assert alice.events["kicked"] == [] and admin.events["kicked"] == []
+    assert (await bob.call("join", {"room": "town"}))["error"] == "forbidden"
+    assert (await alice.call("message", {"room": "town", "msg": "x"}))["error"] == "forbidden"
+    entries = (await admin_api.get("/api/admin/audit", params={"limit": 1})).json()["entries"]
+    assert (entries[0]["action"], entries[0]["target"]) == ("room.update", "room:town title,public=false")
+    assert (await admin_api.patch("/api/admin/rooms/town", json={})).status_code == 400
+    assert (await admin_api.patch("/api/admin/rooms/nowhere", json={"public": True})).status_code == 404

@@ -16,6 +16,7 @@ from quart_rooms.api.schemas import (
     Grants,
     NewRoom,
     NewUser,
+    RoomChange,
     RoomOut,
     Rooms,
     UserChange,
@@ -106,6 +107,18 @@ async def create_room(data: NewRoom) -> tuple[dict[str, Any], int]:
 async def list_rooms() -> dict[str, Any]:
     """Every room."""
     return {"rooms": [_room(r) for r in await _admin().rooms()]}
+
+
+@blueprint.patch("/rooms/<room>")
+@admin_required
+@validate_request(RoomChange)
+@validate_response(RoomOut)
+async def update_room(room: str, data: RoomChange) -> dict[str, Any]:
+    """Change a room's title or make it public or private; members without a grant are kicked."""
+    if data.title is None and data.public is None:
+        raise BadRequest("Give at least one of title, public.")
+    changed = await _admin().update_room(await _actor(), room, title=data.title, public=data.public)
+    return _room(changed)
 
 
 @blueprint.delete("/rooms/<room>")

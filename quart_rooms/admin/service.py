@@ -111,6 +111,27 @@ class Admin:
         self._access.invalidate()
         return room
 
+    async def update_room(self, actor: str, name: str, *, title: str | None, public: bool | None) -> Room:
+        """Change a room's title or visibility; making it private kicks every member without a grant."""
+        async with self._sessions() as session:
+            room = await self._room(session, name)
+            changes = []
+            if title is not None and title != room.title:
+                room.title = title or None
+                changes.append("title")
+            closing = public is False and room.public
+            if public is not None and public != room.public:
+                room.public = public
+                changes.append(f"public={str(public).lower()}")
+            if changes:
+                queries.audit(session, actor, "room.update", f"room:{name} " + ",".join(changes))
+            keep = set(await queries.allowed_in_private_room(session, room.id)) if closing else set()
+            await session.commit()
+        self._access.invalidate()
+        if closing:
+            await self._notifier.room_restricted(name, keep)
+        return room
+
     async def rooms(self) -> Sequence[Room]:
         """Every room."""
         async with self._sessions() as session:

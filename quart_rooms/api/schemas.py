@@ -101,6 +101,11 @@ class NewRoom(Strict):
     public: bool = False
 
 
+class RoomChange(Strict):
+    title: Title | None = None
+    public: bool | None = None
+
+
 class RoomOut(BaseModel):
     name: str
     title: str | None

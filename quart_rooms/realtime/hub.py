@@ -104,6 +104,12 @@ class Hub:
         for sid in sids:
             await self.sio.emit("kicked", {"room": room, "reason": "revoked"}, to=sid)
 
+    async def room_restricted(self, room: str, keep: set[str]) -> None:
+        """Members of a room turned private who have no grant are kicked as if revoked."""
+        for user in self.presence.members(room):
+            if user not in keep:
+                await self.revoked(user, room)
+
     async def room_deleted(self, room: str) -> None:
         """Every socket leaves the room and gets `kicked`."""
         members = [(user, sid) for user in self.presence.members(room) for sid in self.presence.sids(room, user)]

@@ -84,6 +84,13 @@ async def list_grants(session: AsyncSession, room_id: int) -> Sequence[tuple[str
     return [(name, role) for name, role in rows.all()]
 
 
+async def allowed_in_private_room(session: AsyncSession, room_id: int) -> Sequence[str]:
+    """Usernames that may be in a room when it is private: its grantees and every admin."""
+    granted = select(User.username).join(Grant, Grant.user_id == User.id).where(Grant.room_id == room_id)
+    admins = select(User.username).where(User.is_admin.is_(True))
+    return (await session.execute(granted.union(admins))).scalars().all()
+
+
 async def rooms_with_grants(session: AsyncSession, user_id: int) -> Sequence[tuple[Room, str | None]]:
     """Every room with the user's granted role in it (None where there is no grant)."""
     rows = await session.execute(
