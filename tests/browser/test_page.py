@@ -186,6 +186,10 @@ async def test_admin_revokes_a_user_who_sees_the_kick_at_once(open_tab: Any, adm
     await expect(page.locator("#grants-body tr")).to_have_count(2)
     await expect(page.locator("#audit-body tr").first).to_contain_text("grant.delete")
 
+    await page.get_by_role("button", name="Make room lobby private").click()
+    await expect(page.locator("#rooms-status")).to_have_text("Room lobby is now private.")
+    await expect(page.locator('#admin-rooms-body tr[data-room="lobby"]')).to_contain_text("Private")
+
     await page.get_by_role("button", name="Disable bob").click()
     await expect(page.locator('#users-body tr[data-user="bob"]')).to_contain_text("Disabled")
     await expect(bob.page.locator("#signin-note")).to_have_text("The server ended your session. Please sign in again.")

@@ -177,11 +177,26 @@ function roomRow(room) {
       failed("rooms-status", error);
     }
   });
+  const flip = h("button", {
+    type: "button", class: "small",
+    "aria-label": `Make room ${room.name} ${room.public ? "private" : "public"}`,
+    text: room.public ? "Make private" : "Make public",
+  });
+  flip.addEventListener("click", async () => {
+    try {
+      await api("PATCH", `/api/admin/rooms/${seg(room.name)}`, { public: !room.public });
+      status("rooms-status", `Room ${room.name} is now ${room.public ? "private" : "public"}.`);
+      await Promise.all([loadRooms(), loadAudit()]);
+      reloadRooms();
+    } catch (error) {
+      failed("rooms-status", error);
+    }
+  });
   return h("tr", { dataset: { room: room.name } },
     h("td", { text: room.name }),
     h("td", { text: room.title || "" }),
     h("td", { text: room.public ? "Public" : "Private" }),
-    h("td", {}, h("div", { class: "actions" }, grants, remove)));
+    h("td", {}, h("div", { class: "actions" }, flip, grants, remove)));
 }
 
 async function createRoom(event) {
