@@ -160,3 +160,14 @@ async def test_openapi_lists_every_route(api: Api) -> None:
     for path, methods in expected.items():
         assert methods <= set(doc["paths"][path]), path
     assert "bearer" in doc["components"]["securitySchemes"]
+
+
+async def test_api_docs_page_and_security_headers(api: Api) -> None:
+    """/docs serves the API viewer; the chat page keeps the strict policy."""
+    docs = await api.get("/docs")
+    assert docs.status_code == 200 and "/openapi.json" in docs.text
+    assert "cdnjs.cloudflare.com" in docs.headers["content-security-policy"]
+    page = await api.get("/")
+    policy = page.headers["content-security-policy"]
+    assert "script-src 'self';" in policy and "frame-ancestors 'none'" in policy and "unsafe-inline" not in policy
+    assert page.headers["x-content-type-options"] == "nosniff"

@@ -28,14 +28,25 @@ async def revalidate_assets(response: Response) -> Response:
     return response
 
 
+PAGE_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
+# Quart-Schema's API docs pages load their viewer from a CDN and start it with an
+# inline script; they show only the OpenAPI document, never user content.
+API_DOCS_PATHS = ("/docs", "/redocs", "/scalar")
+API_DOCS_POLICY = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdnjs.cloudflare.com https://cdn.jsdelivr.net; "
+    "style-src 'self' 'unsafe-inline' https://cdnjs.cloudflare.com https://fonts.googleapis.com; "
+    "img-src 'self' data: https:; font-src 'self' https:; connect-src 'self'; frame-ancestors 'none'"
+)
+
+
 @blueprint.after_app_request
 async def security_headers(response: Response) -> Response:
     """Keep the page's scripts and styles to our own files and the page out of frames."""
-    response.headers.setdefault(
-        "Content-Security-Policy",
-        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
-    )
+    policy = API_DOCS_POLICY if request.path in API_DOCS_PATHS else PAGE_POLICY
+    response.headers.setdefault("Content-Security-Policy", policy)
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "no-referrer")
     return response
