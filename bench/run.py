@@ -161,9 +161,7 @@ class Server:
             return int(f.read().split()[1]) * PAGE_KIB
 
     def cpu_s(self) -> float:
-        with open(f"/proc/{self.worker}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        return proc_cpu_s(self.worker)
 
     def stop(self) -> None:
         """SIGTERM to the Hypercorn parent (it stops its worker); SIGKILL by PID if that fails."""
@@ -189,6 +187,49 @@ class Server:
                 except ProcessLookupError:
                     pass
         self.proc = None
+
+
+def core_times() -> dict[int, tuple[int, int]]:
+    """(busy, total) jiffies of each core, from /proc/stat."""
+    found = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("cpu") and line[3].isdigit():
+                name, *vals = line.split()
+                v = [int(x) for x in vals]
+                idle = v[3] + v[4]  # idle + iowait
+                total = sum(v[:8])
+                found[int(name[3:])] = (total - idle, total)
+    return found
+
+
+def proc_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def busy_cores(before: dict[int, tuple[int, int]], after: dict[int, tuple[int, int]]) -> float:
+    """How many cores were busy on average between two core_times() samples."""
+    busy = sum(after[c][0] - before[c][0] for c in before)
+    total = sum(after[c][1] - before[c][1] for c in before)
+    return len(before) * busy / total if total else 0.0
+
+
+def wait_quiet(limit_s: float, threshold: float = 0.15) -> float:
+    """Wait (at most limit_s) until other processes use under `threshold` cores; return the last load seen."""
+    end = time.monotonic() + limit_s
+    while True:
+        before = core_times()
+        time.sleep(1.0)
+        load = busy_cores(before, core_times())
+        if load < threshold or time.monotonic() >= end:
+            return load
+        log(f"machine busy ({load:.2f} cores used by other processes); waiting for it to calm down")
 
 
 def http_status(host: str, port: int, path: str) -> int:
@@ -234,6 +275,9 @@ class Run:
     rss_ready_kib: int = 0
     rss_idle_kib: int = 0
     profile: str = ""
+    core_busy: dict[int, float] = field(default_factory=dict)
+    other_cores: float = 0.0  # CPU used by processes other than the server and the generator
+    load_before: float = 0.0
 
     @property
     def server_cpu_share(self) -> float:
@@ -257,7 +301,8 @@ def run_generator(cfg: dict[str, Any], server: Server, gen_cpu: int, logdir: Pat
     threading.Thread(target=pump, daemon=True).start()
     run = Run(result={})
     spy: subprocess.Popen[bytes] | None = None
-    cpu0 = t0 = 0.0
+    cpu0 = t0 = gen0 = 0.0
+    cores0: dict[int, tuple[int, int]] = {}
     end = time.monotonic() + cfg["deadline_s"] + 10
     try:
         while time.monotonic() < end:
@@ -272,13 +317,17 @@ def run_generator(cfg: dict[str, Any], server: Server, gen_cpu: int, logdir: Pat
             if kind == "ready":
                 run.rss_ready_kib = server.rss_kib()
             elif kind == "measure_start":
-                cpu0, t0 = server.cpu_s(), time.monotonic()
+                cpu0, gen0, t0, cores0 = server.cpu_s(), proc_cpu_s(proc.pid), time.monotonic(), core_times()
                 if profile is not None:
                     spy = start_py_spy(server.worker, profile, cfg, gen_cpu)
                     run.profile = str(profile)
             elif kind == "measure_end":
                 run.server_cpu_s = server.cpu_s() - cpu0
                 run.wall_s = time.monotonic() - t0
+                cores1 = core_times()
+                gen_s = proc_cpu_s(proc.pid) - gen0
+                run.other_cores = max(0.0, busy_cores(cores0, cores1) - (run.server_cpu_s + gen_s) / run.wall_s)
+                run.core_busy = {c: (cores1[c][0] - b0) / max(1, cores1[c][1] - t0_) for c, (b0, t0_) in cores0.items()}
             elif kind == "idle":
                 time.sleep(settle_s)
                 run.rss_idle_kib = server.rss_kib()
@@ -316,7 +365,7 @@ def start_py_spy(pid: int, out: Path, cfg: dict[str, Any], cpu: int) -> subproce
     with open(out.with_suffix(".py-spy.log"), "wb") as err:
         return subprocess.Popen(
             ["taskset", "-c", str(cpu), spy, "record", "--pid", str(pid), "--duration", str(duration),
-             "--rate", "200", "--nonblocking", "--format", fmt, "--output", str(out)],
+             "--rate", "100", "--format", fmt, "--output", str(out)],
             stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT,
         )
 
@@ -337,6 +386,8 @@ class Bench:
     notes: list[str] = field(default_factory=list)
     users: list[str] = field(default_factory=list)
     pg_db: str = ""
+    profile_reference: bool = False
+    quiet_wait_s: float = 60.0
     src: Path | None = None
     loop_flag: list[str] = field(default_factory=list)
     jwt_secret: str = field(default_factory=lambda: secrets.token_hex(32))
@@ -415,19 +466,23 @@ class Bench:
             "drain_s": self.plan.drain_s,
         }
         out = None
-        if profile and self.profile_dir is not None and which != "reference":
-            out = self.profile_dir / profile
+        if profile and self.profile_dir is not None and (which != "reference" or self.profile_reference):
+            out = self.profile_dir / (f"reference-{profile}" if which == "reference" else profile)
+        load = wait_quiet(self.quiet_wait_s)
         log(f"{key}: {which} on port {server.port}")
         server.start()
         try:
             run = run_generator(base | cfg, server, self.gen_cpu, self.logdir, self.plan.settle_s, out)
         finally:
             server.stop()
+        run.load_before = load
         self.runs.setdefault(key, {})[which] = run
         r = run.result
         headline = r.get("acked_per_s", r.get("deliveries_per_s", r.get("connects_per_s", 0.0)))
         log(f"{key}: {which}: {headline:,.0f}/s, server CPU {run.server_cpu_share:.0%}, "
-            f"generator CPU {r.get('generator_cpu', 0):.0%}")
+            f"generator CPU {r.get('generator_cpu', 0):.0%}, cores busy "
+            + " ".join(f"{c}:{v:.0%}" for c, v in sorted(run.core_busy.items()))
+            + f", other processes {run.other_cores:.2f} cores")
         return run
 
     def fanout(self, sqlite_url: str) -> None:
@@ -435,7 +490,7 @@ class Bench:
             cfg = {"scenario": "fanout", "room": "fanout", "receivers": receivers,
                    "senders": self.plan.senders, "window": self.plan.window}
             key = f"fanout-{receivers}"
-            self.measure(key, "reference", self.reference(), cfg)
+            self.measure(key, "reference", self.reference(), cfg, profile=f"{key}.txt")
             self.measure(key, "quart-rooms", self.quart_rooms(sqlite_url), cfg, profile=f"{key}.txt")
 
     def connect(self, sqlite_url: str) -> None:
@@ -445,13 +500,13 @@ class Bench:
             cfg = {"scenario": "connect", "clients": n, "rooms": rooms,
                    "per_room": self.plan.connect_per_room, "deflate": deflate}
             key = "connect-deflate" if deflate else "connect"
-            self.measure(key, "reference", self.reference(), cfg)
-            self.measure(key, "quart-rooms", self.quart_rooms(sqlite_url), cfg)
+            self.measure(key, "reference", self.reference(), cfg, profile=f"{key}.txt")
+            self.measure(key, "quart-rooms", self.quart_rooms(sqlite_url), cfg, profile=f"{key}.txt")
 
     def many_rooms(self, sqlite_url: str, pg_url: str | None) -> None:
         rooms = [f"m{i:04d}" for i in range(self.plan.many_rooms)]
         cfg = {"scenario": "many_rooms", "rooms": rooms, "members": 2, "window": self.plan.many_window}
-        self.measure("many-rooms", "reference", self.reference(), cfg)
+        self.measure("many-rooms", "reference", self.reference(), cfg, profile="many-rooms.txt")
         self.measure("many-rooms", "quart-rooms", self.quart_rooms(sqlite_url), cfg, profile="many-rooms-sqlite.txt")
         if pg_url:
             self.measure("many-rooms", "quart-rooms-pg", self.quart_rooms(pg_url), cfg,
@@ -619,14 +674,17 @@ def report(bench: Bench, facts: list[tuple[str, str]], elapsed: float, argv: lis
 
     # Details: what shows who was the bottleneck.
     rows += ["", "Per run: server worker CPU (share of its core over the measured window), load generator CPU, "
-                 "errors.", "", "| run | server | server CPU | generator CPU | ack errors / connect errors |",
-             "|---|---|---:|---:|---|"]
+                 "busy share of each core (from /proc/stat, all processes and interrupts), CPU used by other "
+             "processes of the machine meanwhile (in cores), errors.", "",
+             "| run | server | server CPU | generator CPU | cores busy | other processes | ack errors / connect errors |",
+             "|---|---|---:|---:|---|---:|---|"]
     for key, runs in bench.runs.items():
         for which, run in runs.items():
             r = run.result
             errors = r.get("ack_errors") or r.get("errors") or {}
+            busy = " / ".join(f"{v:.0%}" for _, v in sorted(run.core_busy.items()))
             rows.append(f"| {key} | {which} | {run.server_cpu_share:.0%} | {r.get('generator_cpu', 0):.0%} | "
-                        f"{json.dumps(errors) if errors else '-'} |")
+                        f"{busy} | {run.other_cores:.2f} | {json.dumps(errors) if errors else '-'} |")
 
     rows += ["", "Notes:"]
     rows += [
@@ -652,6 +710,11 @@ def report(bench: Bench, facts: list[tuple[str, str]], elapsed: float, argv: lis
         "2 cores, so it competes with both the server and the generator.",
         "- Absolute figures drift 20-40% between runs on this kind of machine; compare within one run.",
     ]
+    noisy = [f"{key} {which} ({run.other_cores:.2f})" for key, runs in bench.runs.items()
+             for which, run in runs.items() if run.other_cores > 0.1]
+    if noisy:
+        rows.append("- **Other processes used CPU during some runs** (cores): " + ", ".join(noisy)
+                    + "; those figures are less trustworthy.")
     rows += [f"- {n}" for n in bench.notes]
     return "\n".join(rows) + "\n"
 
@@ -674,7 +737,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pg", default="postgresql+asyncpg://postgres@127.0.0.1:5432",
                         help="PostgreSQL server (a database is created and dropped there)")
     parser.add_argument("--profile", metavar="DIR",
-                        help="record py-spy profiles of the quart-rooms worker (fan-out, many rooms) into DIR")
+                        help="record py-spy profiles (collapsed stacks, .txt) of the quart-rooms worker into DIR; "
+                             "summarise them with bench/profile_summary.py")
+    parser.add_argument("--profile-reference", action="store_true", help="with --profile, profile the reference too")
+    parser.add_argument("--quiet-wait", type=float, default=60.0, metavar="S",
+                        help="before each run, wait up to S seconds for other processes to go quiet")
     parser.add_argument("--out", default=str(BENCH / "results" / "latest.md"), help="where to write the table")
     args = parser.parse_args(argv)
 
@@ -704,6 +771,8 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(plan=plan, loop=args.loop, workdir=workdir, logdir=logdir, server_cpu=cores[0],
                   gen_cpu=cores[1], pg_base=args.pg, profile_dir=Path(args.profile).resolve() if args.profile else None)
     bench.users = [f"bench{i:03d}" for i in range(plan.users)]
+    bench.quiet_wait_s = args.quiet_wait
+    bench.profile_reference = args.profile_reference
     if args.commit:
         bench.src = workdir / "src"
         bench.src.mkdir()
@@ -752,6 +821,7 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(text)
     (out.with_suffix(".json")).write_text(json.dumps(
         {key: {which: {"result": r.result, "server_cpu_s": r.server_cpu_s, "wall_s": r.wall_s,
+                       "core_busy": r.core_busy, "other_cores": r.other_cores,
                        "rss_ready_kib": r.rss_ready_kib, "rss_idle_kib": r.rss_idle_kib}
                for which, r in runs.items()} for key, runs in bench.runs.items()}, indent=1))
     print(text)
