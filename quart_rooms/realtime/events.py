@@ -87,8 +87,8 @@ class ChatNamespace(socketio.AsyncNamespace):
             self.svc.metrics.connects_refused.labels("too_many_sockets").inc()
             message = f"At most {limit} connections per user."
             raise socketio.exceptions.ConnectionRefusedError(message, {"code": "too_many_sockets", "message": message})
+        self.hub.add_socket(user.username, sid)  # before any await, so concurrent connects count it
         await self.save_session(sid, {"user": user.username, "exp": claims.exp})
-        self.hub.add_socket(user.username, sid)
         self.hub.expire_at(sid, claims.exp - time.time())
         self.svc.metrics.sockets.inc()
         # Anything emitted inside connect would reach the wire before the CONNECT
