@@ -51,11 +51,14 @@ class Access:
         self._sessions = sessions
         self._principals: dict[str, Principal | None] = {}
         self._decisions: dict[tuple[str, str], RoomAccess | None] = {}
+        # Bumped by every invalidation, so caches elsewhere know to drop what they hold.
+        self.generation = 0
 
     def invalidate(self) -> None:
         """Forget every cached answer (after any change to users, rooms or grants)."""
         self._principals.clear()
         self._decisions.clear()
+        self.generation += 1
 
     async def principal(self, username: str) -> Principal:
         """The active account of that name; Unauthorized if it is gone or disabled."""

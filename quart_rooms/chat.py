@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -43,6 +44,56 @@ class TokenBucket:
         return 0.0
 
 
+class RecentHistory:
+    """The latest messages of each room, so a join need not read the database.
+
+    Only this process's writer adds to it, so it is used only when that writer
+    is the only one (no other worker or node shares the database). A room's
+    entry is trusted only when no commit to the room happened while it was
+    being read, and everything is dropped when an admin change bumps the
+    access generation (a deleted room's id may be given to a new room).
+    """
+
+    def __init__(self, size: int, *, enabled: bool) -> None:
+        self.size = size
+        self.enabled = enabled
+        self._rooms: dict[int, deque[StoredMessage]] = {}
+        self._commits: dict[int, int] = {}
+        self._generation = -1
+
+    def get(self, room_id: int, since_id: int | None, generation: int) -> list[StoredMessage] | None:
+        """The join history from memory, or None when the database must answer."""
+        if generation != self._generation:
+            self._rooms.clear()
+            self._generation = generation
+        recent = self._rooms.get(room_id)
+        if recent is None:
+            return None
+        if since_id is None:
+            return list(recent)
+        oldest = recent[0].id if recent else None
+        # Serve from memory only when it holds everything after since_id.
+        if oldest is None or since_id >= oldest - 1 or len(recent) < self.size:
+            return [m for m in recent if m.id > since_id]
+        return None
+
+    def mark(self, room_id: int) -> int:
+        """How many commits the room has seen; pass it to fill()."""
+        return self._commits.get(room_id, 0)
+
+    def fill(self, room_id: int, latest: list[StoredMessage], mark: int, generation: int) -> None:
+        """Keep what a join read, unless a commit to the room raced with the read."""
+        if self.enabled and mark == self._commits.get(room_id, 0) and generation == self._generation:
+            self._rooms[room_id] = deque(latest, maxlen=self.size)
+
+    def add(self, room_id: int, message: StoredMessage) -> None:
+        """Record a committed message."""
+        self._commits[room_id] = self._commits.get(room_id, 0) + 1
+        recent = self._rooms.get(room_id)
+        if recent is not None:
+            recent.append(message)
+
+
 @dataclass(slots=True)
 class _Pending:
     item: NewMessage
@@ -59,6 +110,7 @@ class Chat:
         *,
         max_message_chars: int,
         messages_per_10s: int,
+        sole_writer: bool = True,
     ) -> None:
         self._sessions = sessions
         self.access = access
@@ -68,6 +120,7 @@ class Chat:
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._by_client_id: dict[tuple[str, str], asyncio.Future[StoredMessage]] = {}
         self._writer: asyncio.Task[None] | None = None
+        self._recent = RecentHistory(HISTORY_ON_JOIN, enabled=sole_writer)
 
     def start(self, deliver: Deliver) -> None:
         """Start the writer; `deliver` sends committed messages to the rooms, in id order."""
@@ -93,22 +146,24 @@ class Chat:
     async def history(self, user: Principal, room: str, *, since_id: int | None) -> tuple[RoomAccess, list[StoredMessage]]:
         """The user's access to a room (read at least) and its history for a join."""
         found = await self.access.require(user, room, "read")
+        cached = self._recent.get(found.room_id, since_id, self.access.generation)
+        if cached is not None:
+            return found, cached
+        mark = self._recent.mark(found.room_id)
         async with self._sessions() as session:
-            stored = await queries.get_room(session, room)
-            if stored is None:
-                return found, []
             if since_id is not None:
-                return found, await queries.messages_after(session, stored, since_id)
-            return found, await queries.messages_page(session, stored, before_id=None, limit=HISTORY_ON_JOIN)
+                return found, await queries.messages_after(session, found.room_id, found.room, since_id)
+            latest = await queries.messages_page(
+                session, found.room_id, found.room, before_id=None, limit=HISTORY_ON_JOIN
+            )
+        self._recent.fill(found.room_id, latest, mark, self.access.generation)
+        return found, latest
 
     async def page(self, user: Principal, room: str, *, before_id: int | None, limit: int) -> list[StoredMessage]:
         """A page of a room's history for a reader (read role at least)."""
-        await self.access.require(user, room, "read")
+        found = await self.access.require(user, room, "read")
         async with self._sessions() as session:
-            stored = await queries.get_room(session, room)
-            if stored is None:
-                return []
-            return await queries.messages_page(session, stored, before_id=before_id, limit=limit)
+            return await queries.messages_page(session, found.room_id, found.room, before_id=before_id, limit=limit)
 
     async def post(self, user: Principal, room: str, msg: object, client_id: object = None) -> StoredMessage:
         """Check, store durably and deliver one message; returns it once committed."""
@@ -169,9 +224,13 @@ class Chat:
                 if not pending.done.done():
                     pending.done.set_exception(error)
             return
+        committed = [message for message in stored if message is not None]
+        for pending, message in zip(batch, stored):
+            if message is not None:
+                self._recent.add(pending.item.room_id, message)
         try:
             assert self._deliver is not None
-            await self._deliver([message for message in stored if message is not None])
+            await self._deliver(committed)
         except Exception:  # stored is stored: a delivery fault must not hide that
             log.exception("delivering %d messages failed", len(stored))
         for pending, message in zip(batch, stored):

@@ -50,6 +50,7 @@ class Services:
                 access,
                 max_message_chars=settings.max_message_chars,
                 messages_per_10s=settings.messages_per_10s,
+                sole_writer=not settings.redis_url,
             ),
             throttle=LoginThrottle(
                 per_account=settings.login_failures_per_account,

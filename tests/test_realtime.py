@@ -418,3 +418,32 @@ async def test_making_a_room_private_kicks_those_without_a_grant(
     assert (entries[0]["action"], entries[0]["target"]) == ("room.update", "room:town title,public=false")
     assert (await admin_api.patch("/api/admin/rooms/town", json={})).status_code == 400
     assert (await admin_api.patch("/api/admin/rooms/nowhere", json={"public": True})).status_code == 404
+
+
+async def test_join_history_stays_right_as_the_room_changes(connect: Connect, admin_api: Api) -> None:
+    """Joins see the latest 50, since_id sees everything missed, and a re-created room starts empty."""
+    await admin_api.create_room("hall", public=True)
+    senders = []
+    for name in ("p1", "p2", "p3"):
+        await admin_api.create_user(name)
+        chatter = await connect(await admin_api.token_for(name))
+        assert (await chatter.call("join", {"room": "hall"}))["history"] == []
+        senders.append(chatter)
+    for n in range(60):
+        ack = await senders[n % 3].call("message", {"room": "hall", "msg": f"m{n + 1}"})
+        assert ack.get("id") == n + 1, ack
+    reader = await connect(admin_api.token)
+    latest = (await reader.call("join", {"room": "hall"}))["history"]
+    assert [m["id"] for m in latest] == list(range(11, 61))
+    assert latest[-1]["msg"] == "m60"
+    missed = (await reader.call("join", {"room": "hall", "since_id": 5}))["history"]
+    assert [m["id"] for m in missed] == list(range(6, 61))
+    recent = (await reader.call("join", {"room": "hall", "since_id": 58}))["history"]
+    assert [m["msg"] for m in recent] == ["m59", "m60"]
+
+    assert (await admin_api.delete("/api/admin/rooms/hall")).status_code == 204
+    await admin_api.create_room("hall", public=True)
+    assert (await reader.call("join", {"room": "hall"}))["history"] == []
+    assert (await reader.call("message", {"room": "hall", "msg": "fresh"}))["id"] == 1
+    ack = await senders[0].call("join", {"room": "hall"})
+    assert [m["msg"] for m in ack["history"]] == ["fresh"]

@@ -16,6 +16,7 @@ from quart_rooms.access import Principal
 from quart_rooms.api.schemas import ROOM_PATTERN
 from quart_rooms.auth.tokens import bearer_token
 from quart_rooms.errors import AppError, BadRequest, NotInRoom, Unauthorized
+from quart_rooms.realtime.fanout import broadcast
 from quart_rooms.realtime.hub import Hub
 from quart_rooms.services import Services
 from quart_rooms.storage.models import isoformat
@@ -96,12 +97,16 @@ class ChatNamespace(socketio.AsyncNamespace):
         self.server.start_background_task(self._welcome, sid, user, claims.exp)
 
     async def _welcome(self, sid: str, user: Principal, exp: int) -> None:
-        for _ in range(1000):
+        # The CONNECT packet goes out as soon as on_connect returns, without
+        # suspending, so one turn of the loop is almost always enough.
+        for attempt in range(200):
             if self.server.manager.is_connected(sid, "/"):
                 break
-            await asyncio.sleep(0.001)
+            await asyncio.sleep(0 if attempt < 5 else 0.01)
+        else:
+            return
         settings = self.svc.settings
-        await self.emit("welcome", {
+        await broadcast(self.server, "welcome", {
             "user": user.username,
             "is_admin": user.is_admin,
             "expires_in": max(0, int(exp - time.time())),
@@ -109,7 +114,7 @@ class ChatNamespace(socketio.AsyncNamespace):
                 "max_message_chars": settings.max_message_chars,
                 "messages_per_10s": settings.messages_per_10s,
             },
-        }, to=sid)
+        }, sid)
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         """Leave every room (announcing departures) and forget the socket."""

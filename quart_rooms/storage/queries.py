@@ -103,29 +103,26 @@ async def rooms_with_grants(session: AsyncSession, user_id: int) -> Sequence[tup
 
 # Messages -------------------------------------------------------------------
 
+_messages = cast(Table, Message.__table__)
+_MESSAGE_COLUMNS = (_messages.c.id, _messages.c.username, _messages.c.body, _messages.c.created_at)
+
+
 async def messages_page(
-    session: AsyncSession, room: Room, *, before_id: int | None, limit: int
+    session: AsyncSession, room_id: int, room: str, *, before_id: int | None, limit: int
 ) -> list[StoredMessage]:
     """Up to `limit` messages older than before_id (or the newest), oldest first."""
-    query = select(Message.id, Message.username, Message.body, Message.created_at).where(
-        Message.room_id == room.id
-    )
+    query = select(*_MESSAGE_COLUMNS).where(_messages.c.room_id == room_id)
     if before_id is not None:
-        query = query.where(Message.id < before_id)
-    rows = (await session.execute(query.order_by(Message.id.desc()).limit(limit))).all()
-    return [StoredMessage(i, room.name, u, b, ts) for i, u, b, ts in reversed(rows)]
+        query = query.where(_messages.c.id < before_id)
+    rows = (await session.execute(query.order_by(_messages.c.id.desc()).limit(limit))).all()
+    return [StoredMessage(i, room, u, b, ts) for i, u, b, ts in reversed(rows)]
 
 
-async def messages_after(session: AsyncSession, room: Room, after_id: int) -> list[StoredMessage]:
+async def messages_after(session: AsyncSession, room_id: int, room: str, after_id: int) -> list[StoredMessage]:
     """Every message of the room after after_id, oldest first."""
-    rows = (
-        await session.execute(
-            select(Message.id, Message.username, Message.body, Message.created_at)
-            .where(Message.room_id == room.id, Message.id > after_id)
-            .order_by(Message.id)
-        )
-    ).all()
-    return [StoredMessage(i, room.name, u, b, ts) for i, u, b, ts in rows]
+    query = select(*_MESSAGE_COLUMNS).where(_messages.c.room_id == room_id, _messages.c.id > after_id)
+    rows = (await session.execute(query.order_by(_messages.c.id))).all()
+    return [StoredMessage(i, room, u, b, ts) for i, u, b, ts in rows]
 
 
 async def find_by_client_id(session: AsyncSession, username: str, client_id: str) -> StoredMessage | None:
