@@ -205,12 +205,18 @@ def core_times() -> dict[int, tuple[int, int]]:
 
 def proc_cpu_s(pid: int) -> float:
     """User + system CPU seconds of a process (all its threads)."""
+    user, system = proc_cpu_split(pid)
+    return user + system
+
+
+def proc_cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process (all its threads)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
     except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        return 0.0, 0.0
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
 
 
 def busy_cores(before: dict[int, tuple[int, int]], after: dict[int, tuple[int, int]]) -> float:
@@ -276,6 +282,7 @@ class Run:
     rss_idle_kib: int = 0
     profile: str = ""
     core_busy: dict[int, float] = field(default_factory=dict)
+    server_sys_s: float = 0.0  # of server_cpu_s, in the kernel
     other_cores: float = 0.0  # CPU used by processes other than the server and the generator
     load_before: float = 0.0
 
@@ -301,7 +308,7 @@ def run_generator(cfg: dict[str, Any], server: Server, gen_cpu: int, logdir: Pat
     threading.Thread(target=pump, daemon=True).start()
     run = Run(result={})
     spy: subprocess.Popen[bytes] | None = None
-    cpu0 = t0 = gen0 = 0.0
+    cpu0 = t0 = gen0 = sys0 = 0.0
     cores0: dict[int, tuple[int, int]] = {}
     end = time.monotonic() + cfg["deadline_s"] + 10
     try:
@@ -318,11 +325,13 @@ def run_generator(cfg: dict[str, Any], server: Server, gen_cpu: int, logdir: Pat
                 run.rss_ready_kib = server.rss_kib()
             elif kind == "measure_start":
                 cpu0, gen0, t0, cores0 = server.cpu_s(), proc_cpu_s(proc.pid), time.monotonic(), core_times()
+                sys0 = proc_cpu_split(server.worker)[1]
                 if profile is not None:
                     spy = start_py_spy(server.worker, profile, cfg, gen_cpu)
                     run.profile = str(profile)
             elif kind == "measure_end":
                 run.server_cpu_s = server.cpu_s() - cpu0
+                run.server_sys_s = proc_cpu_split(server.worker)[1] - sys0
                 run.wall_s = time.monotonic() - t0
                 cores1 = core_times()
                 gen_s = proc_cpu_s(proc.pid) - gen0
@@ -365,7 +374,7 @@ def start_py_spy(pid: int, out: Path, cfg: dict[str, Any], cpu: int) -> subproce
     with open(out.with_suffix(".py-spy.log"), "wb") as err:
         return subprocess.Popen(
             ["taskset", "-c", str(cpu), spy, "record", "--pid", str(pid), "--duration", str(duration),
-             "--rate", "100", "--format", fmt, "--output", str(out)],
+             "--rate", "200", "--nonblocking", "--format", fmt, "--output", str(out)],
             stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT,
         )
 
@@ -386,6 +395,7 @@ class Bench:
     notes: list[str] = field(default_factory=list)
     users: list[str] = field(default_factory=list)
     pg_db: str = ""
+    deflate: bool = False
     profile_reference: bool = False
     quiet_wait_s: float = 60.0
     src: Path | None = None
@@ -479,7 +489,8 @@ class Bench:
         self.runs.setdefault(key, {})[which] = run
         r = run.result
         headline = r.get("acked_per_s", r.get("deliveries_per_s", r.get("connects_per_s", 0.0)))
-        log(f"{key}: {which}: {headline:,.0f}/s, server CPU {run.server_cpu_share:.0%}, "
+        log(f"{key}: {which}: {headline:,.0f}/s, server CPU {run.server_cpu_share:.0%} "
+            f"(kernel {run.server_sys_s / max(run.wall_s, 1e-9):.0%}), "
             f"generator CPU {r.get('generator_cpu', 0):.0%}, cores busy "
             + " ".join(f"{c}:{v:.0%}" for c, v in sorted(run.core_busy.items()))
             + f", other processes {run.other_cores:.2f} cores")
@@ -488,7 +499,7 @@ class Bench:
     def fanout(self, sqlite_url: str) -> None:
         for receivers in self.plan.fanout_receivers:
             cfg = {"scenario": "fanout", "room": "fanout", "receivers": receivers,
-                   "senders": self.plan.senders, "window": self.plan.window}
+                   "senders": self.plan.senders, "window": self.plan.window, "deflate": self.deflate}
             key = f"fanout-{receivers}"
             self.measure(key, "reference", self.reference(), cfg, profile=f"{key}.txt")
             self.measure(key, "quart-rooms", self.quart_rooms(sqlite_url), cfg, profile=f"{key}.txt")
@@ -505,7 +516,8 @@ class Bench:
 
     def many_rooms(self, sqlite_url: str, pg_url: str | None) -> None:
         rooms = [f"m{i:04d}" for i in range(self.plan.many_rooms)]
-        cfg = {"scenario": "many_rooms", "rooms": rooms, "members": 2, "window": self.plan.many_window}
+        cfg = {"scenario": "many_rooms", "rooms": rooms, "members": 2, "window": self.plan.many_window,
+               "deflate": self.deflate}
         self.measure("many-rooms", "reference", self.reference(), cfg, profile="many-rooms.txt")
         self.measure("many-rooms", "quart-rooms", self.quart_rooms(sqlite_url), cfg, profile="many-rooms-sqlite.txt")
         if pg_url:
@@ -676,14 +688,17 @@ def report(bench: Bench, facts: list[tuple[str, str]], elapsed: float, argv: lis
     rows += ["", "Per run: server worker CPU (share of its core over the measured window), load generator CPU, "
                  "busy share of each core (from /proc/stat, all processes and interrupts), CPU used by other "
              "processes of the machine meanwhile (in cores), errors.", "",
-             "| run | server | server CPU | generator CPU | cores busy | other processes | ack errors / connect errors |",
+             "| run | server | server CPU (of it in the kernel) | generator CPU | cores busy | other processes "
+             "| ack errors / connect errors |",
              "|---|---|---:|---:|---|---:|---|"]
     for key, runs in bench.runs.items():
         for which, run in runs.items():
             r = run.result
             errors = r.get("ack_errors") or r.get("errors") or {}
             busy = " / ".join(f"{v:.0%}" for _, v in sorted(run.core_busy.items()))
-            rows.append(f"| {key} | {which} | {run.server_cpu_share:.0%} | {r.get('generator_cpu', 0):.0%} | "
+            kernel = run.server_sys_s / run.wall_s if run.wall_s else 0.0
+            rows.append(f"| {key} | {which} | {run.server_cpu_share:.0%} ({kernel:.0%}) | "
+                        f"{r.get('generator_cpu', 0):.0%} | "
                         f"{busy} | {run.other_cores:.2f} | {json.dumps(errors) if errors else '-'} |")
 
     rows += ["", "Notes:"]
@@ -698,7 +713,8 @@ def report(bench: Bench, facts: list[tuple[str, str]], elapsed: float, argv: lis
         "and sockets of one user share its token.",
         f"- fan-out: {plan.senders} senders with at most {plan.window} messages in flight each (done when the "
         "message returns to its sender); deliveries count every `message` event at any socket of the room "
-        "(receivers and senders); latency is send to arrival at each socket. No permessage-deflate.",
+        "(receivers and senders); latency is send to arrival at each socket. "
+        + ("permessage-deflate offered (--deflate)." if bench.deflate else "No permessage-deflate."),
         f"- connect: at most {plan.connect_concurrency} connects in flight, each a fresh websocket with the token "
         f"and a join of one of {-(-plan.connect_clients // plan.connect_per_room)} rooms ({plan.connect_per_room} "
         "users per room); RSS growth is worker RSS after the last join and "
@@ -739,6 +755,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", metavar="DIR",
                         help="record py-spy profiles (collapsed stacks, .txt) of the quart-rooms worker into DIR; "
                              "summarise them with bench/profile_summary.py")
+    parser.add_argument("--deflate", action="store_true",
+                        help="offer permessage-deflate in the fan-out and many-rooms scenarios too (as browsers do)")
     parser.add_argument("--profile-reference", action="store_true", help="with --profile, profile the reference too")
     parser.add_argument("--quiet-wait", type=float, default=60.0, metavar="S",
                         help="before each run, wait up to S seconds for other processes to go quiet")
@@ -773,6 +791,7 @@ def main(argv: list[str] | None = None) -> int:
     bench.users = [f"bench{i:03d}" for i in range(plan.users)]
     bench.quiet_wait_s = args.quiet_wait
     bench.profile_reference = args.profile_reference
+    bench.deflate = args.deflate
     if args.commit:
         bench.src = workdir / "src"
         bench.src.mkdir()
@@ -821,7 +840,7 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(text)
     (out.with_suffix(".json")).write_text(json.dumps(
         {key: {which: {"result": r.result, "server_cpu_s": r.server_cpu_s, "wall_s": r.wall_s,
-                       "core_busy": r.core_busy, "other_cores": r.other_cores,
+                       "core_busy": r.core_busy, "other_cores": r.other_cores, "server_sys_s": r.server_sys_s,
                        "rss_ready_kib": r.rss_ready_kib, "rss_idle_kib": r.rss_idle_kib}
                for which, r in runs.items()} for key, runs in bench.runs.items()}, indent=1))
     print(text)
