@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Awaitable, Callable
+from typing import Literal, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from quart_rooms.cache import LoadOnce
 from quart_rooms.errors import Forbidden, NoSuchRoom, Unauthorized
 from quart_rooms.storage import queries
 from quart_rooms.storage.models import Room
 
 Role = Literal["read", "write"]
+A = TypeVar("A")
+R = TypeVar("R")
 ROLE_RANK: dict[str, int] = {"read": 1, "write": 2}
 log = logging.getLogger(__name__)
 
@@ -49,7 +53,9 @@ class Access:
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
-        self._principals: dict[str, Principal | None] = {}
+        self._principals: LoadOnce[str, Principal | None] = LoadOnce()
+        self._rooms: LoadOnce[str, Room | None] = LoadOnce()
+        self._grants: LoadOnce[int, dict[int, str]] = LoadOnce()
         self._decisions: dict[tuple[str, str], RoomAccess | None] = {}
         # Bumped by every invalidation, so caches elsewhere know to drop what they hold.
         self.generation = 0
@@ -58,28 +64,32 @@ class Access:
         """Forget every cached answer (after any change to users, rooms or grants)."""
         self._principals.clear()
         self._decisions.clear()
+        self._rooms.clear()
+        self._grants.clear()
         self.generation += 1
 
     async def principal(self, username: str) -> Principal:
         """The active account of that name; Unauthorized if it is gone or disabled."""
-        if username not in self._principals:
-            async with self._sessions() as session:
-                user = await queries.get_user(session, username)
-            self._principals[username] = (
-                Principal(user.id, user.username, user.is_admin) if user and not user.disabled else None
-            )
-        found = self._principals[username]
+        found = await self._principals.get(username, lambda: self._load_principal(username))
         if found is None:
             raise Unauthorized("The account is not active.")
         return found
 
+    async def _load_principal(self, username: str) -> Principal | None:
+        async with self._sessions() as session:
+            user = await queries.get_user(session, username)
+        return Principal(user.id, user.username, user.is_admin) if user and not user.disabled else None
+
     async def role(self, user: Principal, room: str) -> RoomAccess | None:
         """The user's access to the room, or None (also for an unknown room)."""
         key = (user.username, room)
-        if key not in self._decisions:
-            async with self._sessions() as session:
-                self._decisions[key] = await self._decide(session, user, room)
-        return self._decisions[key]
+        if key in self._decisions:
+            return self._decisions[key]
+        generation = self.generation
+        found = await self._decide(user, room)
+        if generation == self.generation:  # no admin change while deciding
+            self._decisions[key] = found
+        return found
 
     async def require(self, user: Principal, room: str, need: Role) -> RoomAccess:
         """The user's access to the room if it is at least `need`; raise otherwise."""
@@ -92,12 +102,20 @@ class Access:
             raise Forbidden("You may not do that in this room." if found else "You may not enter this room.")
         return found
 
-    async def _decide(self, session: AsyncSession, user: Principal, name: str) -> RoomAccess | None:
-        room = await queries.get_room(session, name)
+    async def _decide(self, user: Principal, name: str) -> RoomAccess | None:
+        # Rooms by name and each user's grants are read once and then served
+        # from memory, so a new (user, room) pair rarely costs a query.
+        room = await self._rooms.get(name, lambda: self._query(queries.get_room, name))
         if room is None:
             return None
-        grant = None if user.is_admin or room.public else await queries.get_grant(session, room.id, user.id)
-        return _rule(user, room, grant.role if grant else None)
+        if user.is_admin or room.public:
+            return _rule(user, room, None)
+        grants = await self._grants.get(user.id, lambda: self._query(queries.grants_of_user, user.id))
+        return _rule(user, room, grants.get(room.id))
+
+    async def _query(self, query: Callable[[AsyncSession, A], Awaitable[R]], arg: A) -> R:
+        async with self._sessions() as session:
+            return await query(session, arg)
 
     async def joinable(self, user: Principal) -> list[RoomAccess]:
         """Every room the user may join, by name."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from quart_rooms.access import Access, Principal, RoomAccess
+from quart_rooms.cache import LoadOnce
 from quart_rooms.errors import AppError, BadRequest, NoSuchRoom, RateLimited, TooLarge, Unavailable
 from quart_rooms.storage import queries
 from quart_rooms.storage.queries import NewMessage, StoredMessage
@@ -48,50 +49,53 @@ class RecentHistory:
     """The latest messages of each room, so a join need not read the database.
 
     Only this process's writer adds to it, so it is used only when that writer
-    is the only one (no other worker or node shares the database). A room's
-    entry is trusted only when no commit to the room happened while it was
-    being read, and everything is dropped when an admin change bumps the
-    access generation (a deleted room's id may be given to a new room).
+    is the only one (no other worker or node shares the database). A load
+    that a commit to the room overtakes is not kept, and everything is dropped
+    when an admin change bumps the access generation (a deleted room's id may
+    be given to a new room).
     """
 
     def __init__(self, size: int, *, enabled: bool) -> None:
         self.size = size
         self.enabled = enabled
-        self._rooms: dict[int, deque[StoredMessage]] = {}
-        self._commits: dict[int, int] = {}
-        self._generation = -1
+        self._rooms: LoadOnce[int, deque[StoredMessage]] = LoadOnce()
+        self._generation = 0
 
     def get(self, room_id: int, since_id: int | None, generation: int) -> list[StoredMessage] | None:
-        """The join history from memory, or None when the database must answer."""
+        """The join history from memory, or None when it is not there."""
         if generation != self._generation:
             self._rooms.clear()
             self._generation = generation
-        recent = self._rooms.get(room_id)
+        recent = self._rooms.peek(room_id)
         if recent is None:
             return None
         if since_id is None:
             return list(recent)
-        oldest = recent[0].id if recent else None
-        # Serve from memory only when it holds everything after since_id.
-        if oldest is None or since_id >= oldest - 1 or len(recent) < self.size:
+        # Memory answers only when it holds everything after since_id.
+        if len(recent) < self.size or not recent or since_id >= recent[0].id - 1:
             return [m for m in recent if m.id > since_id]
         return None
 
-    def mark(self, room_id: int) -> int:
-        """How many commits the room has seen; pass it to fill()."""
-        return self._commits.get(room_id, 0)
+    async def load(self, room_id: int, read: Callable[[], Awaitable[list[StoredMessage]]]) -> None:
+        """Read a room's latest messages into memory (one read for any number of joins)."""
+        if self.enabled:
+            await self._rooms.get(room_id, lambda: self._read(read))
 
-    def fill(self, room_id: int, latest: list[StoredMessage], mark: int, generation: int) -> None:
-        """Keep what a join read, unless a commit to the room raced with the read."""
-        if self.enabled and mark == self._commits.get(room_id, 0) and generation == self._generation:
-            self._rooms[room_id] = deque(latest, maxlen=self.size)
+    async def _read(self, read: Callable[[], Awaitable[list[StoredMessage]]]) -> deque[StoredMessage]:
+        return deque(await read(), maxlen=self.size)
+
+    def newer(self, room_id: int, after_id: int) -> list[StoredMessage]:
+        """Messages in memory with an id above after_id (committed after a database read)."""
+        recent = self._rooms.peek(room_id)
+        return [m for m in recent if m.id > after_id] if recent is not None else []
 
     def add(self, room_id: int, message: StoredMessage) -> None:
-        """Record a committed message."""
-        self._commits[room_id] = self._commits.get(room_id, 0) + 1
-        recent = self._rooms.get(room_id)
+        """Record a committed message; a load of the room under way is dropped, as it may miss it."""
+        recent = self._rooms.peek(room_id)
         if recent is not None:
             recent.append(message)
+        else:
+            self._rooms.discard(room_id)
 
 
 @dataclass(slots=True)
@@ -144,20 +148,32 @@ class Chat:
         self._writer = None
 
     async def history(self, user: Principal, room: str, *, since_id: int | None) -> tuple[RoomAccess, list[StoredMessage]]:
-        """The user's access to a room (read at least) and its history for a join."""
+        """The user's access to a room (read at least) and its history for a join.
+
+        Served from memory when it can be: that path does not suspend, so the
+        caller enters the room before the writer can deliver anything newer.
+        """
         found = await self.access.require(user, room, "read")
-        cached = self._recent.get(found.room_id, since_id, self.access.generation)
-        if cached is not None:
-            return found, cached
-        mark = self._recent.mark(found.room_id)
+        for _ in range(3):
+            cached = self._recent.get(found.room_id, since_id, self.access.generation)
+            if cached is not None:
+                return found, cached
+            if not self._recent.enabled:
+                break
+            await self._recent.load(found.room_id, lambda: self._latest(found))
         async with self._sessions() as session:
             if since_id is not None:
-                return found, await queries.messages_after(session, found.room_id, found.room, since_id)
-            latest = await queries.messages_page(
-                session, found.room_id, found.room, before_id=None, limit=HISTORY_ON_JOIN
-            )
-        self._recent.fill(found.room_id, latest, mark, self.access.generation)
-        return found, latest
+                stored = await queries.messages_after(session, found.room_id, found.room, since_id)
+            else:
+                stored = await queries.messages_page(
+                    session, found.room_id, found.room, before_id=None, limit=HISTORY_ON_JOIN
+                )
+        last = stored[-1].id if stored else (since_id or 0)
+        return found, stored + self._recent.newer(found.room_id, last)
+
+    async def _latest(self, found: RoomAccess) -> list[StoredMessage]:
+        async with self._sessions() as session:
+            return await queries.messages_page(session, found.room_id, found.room, before_id=None, limit=HISTORY_ON_JOIN)
 
     async def page(self, user: Principal, room: str, *, before_id: int | None, limit: int) -> list[StoredMessage]:
         """A page of a room's history for a reader (read role at least)."""

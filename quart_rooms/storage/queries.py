@@ -73,6 +73,12 @@ async def get_grant(session: AsyncSession, room_id: int, user_id: int) -> Grant 
     return await session.get(Grant, (room_id, user_id))
 
 
+async def grants_of_user(session: AsyncSession, user_id: int) -> dict[int, str]:
+    """{room id: role} of every grant a user holds."""
+    rows = await session.execute(select(Grant.room_id, Grant.role).where(Grant.user_id == user_id))
+    return {room_id: role for room_id, role in rows.all()}
+
+
 async def list_grants(session: AsyncSession, room_id: int) -> Sequence[tuple[str, str]]:
     """(username, role) of every grant in a room, by username."""
     rows = await session.execute(
