@@ -6,13 +6,12 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from quart_rooms.access import Access, Principal, RoomAccess
-from quart_rooms.cache import LoadOnce
 from quart_rooms.errors import AppError, BadRequest, NoSuchRoom, RateLimited, TooLarge, Unavailable
 from quart_rooms.storage import queries
 from quart_rooms.storage.queries import NewMessage, StoredMessage
@@ -46,56 +45,93 @@ class TokenBucket:
 
 
 class RecentHistory:
-    """The latest messages of each room, so a join need not read the database.
+    """The latest messages of each room this process has delivered, kept in step with the writer.
 
     Only this process's writer adds to it, so it is used only when that writer
-    is the only one (no other worker or node shares the database). A load
-    that a commit to the room overtakes is not kept, and everything is dropped
-    when an admin change bumps the access generation (a deleted room's id may
-    be given to a new room).
+    is the only one (no other worker or node shares the database). The writer
+    adds each committed message right before delivering it, without
+    suspending in between, so for a loaded room the newest id here is the
+    newest id delivered. Messages delivered while a room is being loaded are
+    kept aside and added when the load lands, so a load is never stale. An
+    admin change (a new access generation) drops everything, since SQLite may
+    give a deleted room's id to a new room.
     """
 
     def __init__(self, size: int, *, enabled: bool) -> None:
         self.size = size
         self.enabled = enabled
-        self._rooms: LoadOnce[int, deque[StoredMessage]] = LoadOnce()
+        self._rooms: dict[int, deque[StoredMessage]] = {}
+        self._loading: dict[int, tuple[asyncio.Future[None], list[StoredMessage]]] = {}
+        self._reserved: dict[int, int] = {}  # room id -> lowest id committed but not yet delivered
         self._generation = 0
 
-    def get(self, room_id: int, since_id: int | None, generation: int) -> list[StoredMessage] | None:
-        """The join history from memory, or None when it is not there."""
+    def _check(self, generation: int) -> None:
         if generation != self._generation:
             self._rooms.clear()
+            self._loading.clear()  # loads under way land nowhere
             self._generation = generation
-        recent = self._rooms.peek(room_id)
+
+    def get(self, room_id: int, since_id: int | None, generation: int) -> list[StoredMessage] | None:
+        """The join history from memory, or None when memory cannot answer."""
+        self._check(generation)
+        recent = self._rooms.get(room_id)
         if recent is None:
             return None
         if since_id is None:
             return list(recent)
         # Memory answers only when it holds everything after since_id.
-        if len(recent) < self.size or not recent or since_id >= recent[0].id - 1:
+        if len(recent) < self.size or since_id >= recent[0].id - 1:
             return [m for m in recent if m.id > since_id]
         return None
 
-    async def load(self, room_id: int, read: Callable[[], Awaitable[list[StoredMessage]]]) -> None:
+    def reserve(self, stored: Iterable[tuple[int, StoredMessage | None]]) -> None:
+        """The writer has ids for these messages: they are not delivered until release()."""
+        for room_id, message in stored:
+            if message is not None and message.id < self._reserved.get(room_id, message.id + 1):
+                self._reserved[room_id] = message.id
+
+    def release(self, rooms: Iterable[int]) -> None:
+        """The writer's batch is delivered (or failed)."""
+        for room_id in rooms:
+            self._reserved.pop(room_id, None)
+
+    def delivered_only(self, room_id: int, messages: list[StoredMessage]) -> list[StoredMessage]:
+        """Drop messages the writer has committed but not yet delivered: they will arrive live."""
+        first = self._reserved.get(room_id)
+        return messages if first is None else [m for m in messages if m.id < first]
+
+    async def load(self, room_id: int, generation: int, read: Callable[[], Awaitable[list[StoredMessage]]]) -> None:
         """Read a room's latest messages into memory (one read for any number of joins)."""
-        if self.enabled:
-            await self._rooms.get(room_id, lambda: self._read(read))
-
-    async def _read(self, read: Callable[[], Awaitable[list[StoredMessage]]]) -> deque[StoredMessage]:
-        return deque(await read(), maxlen=self.size)
-
-    def newer(self, room_id: int, after_id: int) -> list[StoredMessage]:
-        """Messages in memory with an id above after_id (committed after a database read)."""
-        recent = self._rooms.peek(room_id)
-        return [m for m in recent if m.id > after_id] if recent is not None else []
+        self._check(generation)
+        if not self.enabled or room_id in self._rooms:
+            return
+        if room_id in self._loading:
+            await asyncio.shield(self._loading[room_id][0])
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry: tuple[asyncio.Future[None], list[StoredMessage]] = (done, [])
+        self._loading[room_id] = entry
+        try:
+            latest = deque(self.delivered_only(room_id, await read()), maxlen=self.size)
+            if self._loading.get(room_id) is entry:  # not dropped by an admin change meanwhile
+                del self._loading[room_id]
+                for message in entry[1]:  # committed while we read: add what the read missed
+                    if not latest or message.id > latest[-1].id:
+                        latest.append(message)
+                self._rooms[room_id] = latest
+        finally:
+            if self._loading.get(room_id) is entry:
+                del self._loading[room_id]
+            done.set_result(None)
 
     def add(self, room_id: int, message: StoredMessage) -> None:
-        """Record a committed message; a load of the room under way is dropped, as it may miss it."""
-        recent = self._rooms.peek(room_id)
+        """Record a committed message (right before it is delivered)."""
+        recent = self._rooms.get(room_id)
         if recent is not None:
-            recent.append(message)
-        else:
-            self._rooms.discard(room_id)
+            if not recent or message.id > recent[-1].id:
+                recent.append(message)
+        elif room_id in self._loading:
+            self._loading[room_id][1].append(message)
 
 
 @dataclass(slots=True)
@@ -150,17 +186,17 @@ class Chat:
     async def history(self, user: Principal, room: str, *, since_id: int | None) -> tuple[RoomAccess, list[StoredMessage]]:
         """The user's access to a room (read at least) and its history for a join.
 
-        Served from memory when it can be: that path does not suspend, so the
-        caller enters the room before the writer can deliver anything newer.
+        The caller enters the room right after this returns, without
+        suspending, so the history must hold exactly the messages delivered
+        before that moment: older ones are not sent again, newer ones arrive
+        live. From memory that is what it holds; a database read leaves out
+        what the writer has committed (and made visible) but not yet delivered.
         """
         found = await self.access.require(user, room, "read")
-        for _ in range(3):
-            cached = self._recent.get(found.room_id, since_id, self.access.generation)
-            if cached is not None:
-                return found, cached
-            if not self._recent.enabled:
-                break
-            await self._recent.load(found.room_id, lambda: self._latest(found))
+        await self._recent.load(found.room_id, self.access.generation, lambda: self._latest(found))
+        cached = self._recent.get(found.room_id, since_id, self.access.generation)
+        if cached is not None:
+            return found, cached
         async with self._sessions() as session:
             if since_id is not None:
                 stored = await queries.messages_after(session, found.room_id, found.room, since_id)
@@ -168,8 +204,7 @@ class Chat:
                 stored = await queries.messages_page(
                     session, found.room_id, found.room, before_id=None, limit=HISTORY_ON_JOIN
                 )
-        last = stored[-1].id if stored else (since_id or 0)
-        return found, stored + self._recent.newer(found.room_id, last)
+        return found, self._recent.delivered_only(found.room_id, stored)
 
     async def _latest(self, found: RoomAccess) -> list[StoredMessage]:
         async with self._sessions() as session:
@@ -230,10 +265,15 @@ class Chat:
 
     async def _write(self, batch: list[_Pending]) -> None:
         """One transaction for the whole batch; deliver in id order, then answer the senders."""
+        rooms = [p.item.room_id for p in batch]
         try:
             async with self._sessions() as session, session.begin():
                 stored = await queries.store_messages(session, [p.item for p in batch])
+                # The ids are known now and become visible at the commit, a
+                # moment before they are delivered: joins must not count them yet.
+                self._recent.reserve(zip(rooms, stored))
         except Exception as exc:  # storage failed: nobody is told the message was sent
+            self._recent.release(rooms)
             log.exception("storing %d messages failed", len(batch))
             error = exc if isinstance(exc, AppError) else Unavailable("The message could not be stored; try again.")
             for pending in batch:
@@ -249,6 +289,8 @@ class Chat:
             await self._deliver(committed)
         except Exception:  # stored is stored: a delivery fault must not hide that
             log.exception("delivering %d messages failed", len(stored))
+        finally:
+            self._recent.release(rooms)
         for pending, message in zip(batch, stored):
             if pending.done.done():
                 continue
