@@ -56,7 +56,8 @@ class Access:
         self._principals: LoadOnce[str, Principal | None] = LoadOnce()
         self._rooms: LoadOnce[str, Room | None] = LoadOnce()
         self._grants: LoadOnce[int, dict[int, str]] = LoadOnce()
-        self._decisions: dict[tuple[str, str], RoomAccess | None] = {}
+        # Keyed by the whole Principal: a decision made for an admin is not one for the same name demoted.
+        self._decisions: dict[tuple[Principal, str], RoomAccess | None] = {}
         # Bumped by every invalidation, so caches elsewhere know to drop what they hold.
         self.generation = 0
 
@@ -82,12 +83,12 @@ class Access:
 
     async def role(self, user: Principal, room: str) -> RoomAccess | None:
         """The user's access to the room, or None (also for an unknown room)."""
-        key = (user.username, room)
+        key = (user, room)
         if key in self._decisions:
             return self._decisions[key]
         generation = self.generation
         found = await self._decide(user, room)
-        if generation == self.generation:  # no admin change while deciding
+        if found is not None and generation == self.generation:  # no admin change while deciding
             self._decisions[key] = found
         return found
 
@@ -107,6 +108,7 @@ class Access:
         # from memory, so a new (user, room) pair rarely costs a query.
         room = await self._rooms.get(name, lambda: self._query(queries.get_room, name))
         if room is None:
+            self._rooms.discard(name)  # made-up names must not pile up in memory
             return None
         if user.is_admin or room.public:
             return _rule(user, room, None)

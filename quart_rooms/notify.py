@@ -17,6 +17,9 @@ class Notifier(Protocol):
     async def room_restricted(self, room: str, keep: set[str]) -> None:
         """The room became private: sockets of users not in `keep` leave it and get `kicked`."""
 
+    async def user_restricted(self, username: str, allowed: set[str]) -> None:
+        """The user lost admin rights: their sockets leave every room not in `allowed`, with `kicked`."""
+
     async def user_disabled(self, username: str) -> None:
         """The account was disabled or deleted: disconnect all its sockets."""
 
@@ -31,6 +34,9 @@ class NullNotifier:
         return None
 
     async def room_restricted(self, room: str, keep: set[str]) -> None:
+        return None
+
+    async def user_restricted(self, username: str, allowed: set[str]) -> None:
         return None
 
     async def user_disabled(self, username: str) -> None:

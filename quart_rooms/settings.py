@@ -202,10 +202,16 @@ def jwt_secret(settings: Settings) -> str:
     except FileNotFoundError:
         pass
     secret = secrets.token_urlsafe(48)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another worker made it first
-        return path.read_text().strip()
+    # Written whole to a private temporary file, then linked into place: a
+    # worker starting at the same moment reads either nothing or all of it.
+    temporary = path.with_name(f".jwt_secret.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(secret)
+    try:
+        os.link(temporary, path)
+    except FileExistsError:  # another worker made it first
+        return path.read_text().strip()
+    finally:
+        temporary.unlink()
     return secret

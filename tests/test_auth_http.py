@@ -145,3 +145,27 @@ async def test_old_hash_parameters_are_upgraded_at_login(api: Api, server: Serve
     assert user is not None and user.password_hash != weak
     assert user.password_hash.startswith("$argon2id$") and not needs_rehash(user.password_hash)
     await api.login("legacy", "legacy-password")
+
+
+@both_backends
+async def test_racing_refreshes_with_one_token_count_as_reuse(api: Api, server: Server) -> None:
+    """Two refreshes with the same token at once: one wins at most, and the family ends."""
+    import asyncio
+
+    first = await api.login("admin", server.admin_password)
+    replies = await asyncio.gather(*(
+        api.http.post("/api/auth/refresh", json={"refresh_token": first["refresh_token"]}) for _ in range(2)
+    ))
+    codes = sorted(r.status_code for r in replies)
+    assert codes in ([200, 401], [401, 401])
+    for reply in replies:
+        if reply.status_code == 200:
+            later = await api.http.post("/api/auth/refresh", json={"refresh_token": reply.json()["refresh_token"]})
+            assert later.status_code == 401  # the family was revoked by the losing request
+
+
+async def test_huge_ids_are_bad_requests(admin_api: Api) -> None:
+    """An id past 64 bits is a 400, not a server error."""
+    await admin_api.create_room("r1", public=True)
+    reply = await admin_api.get("/api/rooms/r1/messages", params={"before_id": 10**20})
+    assert reply.status_code == 400 and reply.json()["error"]["code"] == "bad_request"

@@ -447,3 +447,28 @@ async def test_join_history_stays_right_as_the_room_changes(connect: Connect, ad
     assert (await reader.call("message", {"room": "hall", "msg": "fresh"}))["id"] == 1
     ack = await senders[0].call("join", {"room": "hall"})
     assert [m["msg"] for m in ack["history"]] == ["fresh"]
+
+
+async def test_demoted_admin_leaves_private_rooms_without_a_grant(
+    connect: Connect, admin_api: Api, people: dict[str, str]
+) -> None:
+    """An admin in a private room they have no grant for is kicked the moment they are demoted."""
+    await admin_api.create_user("eve", is_admin=True)
+    await admin_api.create_room("open", public=True)
+    eve = await connect(await admin_api.token_for("eve"))
+    for room in ("red", "open"):
+        assert (await eve.call("join", {"room": room}))["role"] == "write"
+    reply = await admin_api.patch("/api/admin/users/eve", json={"is_admin": False})
+    assert reply.json()["is_admin"] is False
+    [kicked] = await eve.wait_for("kicked")
+    assert kicked == {"room": "red", "reason": "revoked"}
+    alice = await connect(people["alice"])
+    await alice.call("join", {"room": "red"})
+    await alice.call("message", {"room": "red", "msg": "grantees only"})
+    await alice.call("join", {"room": "open"})
+    await alice.call("message", {"room": "open", "msg": "everyone"})
+    [seen] = await eve.wait_for("message")
+    assert seen["msg"] == "everyone"
+    await eve.settle()
+    assert [m["msg"] for m in eve.events["message"]] == ["everyone"]
+    assert (await eve.call("join", {"room": "red"}))["error"] == "forbidden"

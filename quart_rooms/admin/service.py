@@ -63,6 +63,7 @@ class Admin:
                 user.password_hash = hash_password(password)
                 await queries.revoke_user_tokens(session, user.id)
                 changes.append("password")
+            demoted = is_admin is False and user.is_admin
             if is_admin is not None and is_admin != user.is_admin:
                 user.is_admin = is_admin
                 changes.append(f"is_admin={str(is_admin).lower()}")
@@ -74,9 +75,12 @@ class Admin:
             if changes:
                 queries.audit(session, actor, "user.update", f"user:{username} " + ",".join(changes))
             await session.commit()
+            allowed = set(await queries.rooms_open_to(session, user.id)) if demoted else set()
         self._access.invalidate()
         if user.disabled:
             await self._notifier.user_disabled(username)
+        elif demoted:  # no longer an admin: leave the private rooms without a grant
+            await self._notifier.user_restricted(username, allowed)
         return user
 
     async def delete_user(self, actor: str, username: str) -> None:

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from quart_rooms.auth.passwords import MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS
 
+MAX_ID = 2**63 - 1  # ids are 64-bit integers in storage
 USERNAME_PATTERN = r"^[A-Za-z0-9_.-]{1,32}$"
 ROOM_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 
@@ -57,7 +58,7 @@ class RoomsForUser(BaseModel):
 
 class MessagesQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    before_id: int | None = Field(default=None, ge=1)
+    before_id: int | None = Field(default=None, ge=1, le=MAX_ID)
     limit: int = Field(default=50, ge=1, le=200)
 
 

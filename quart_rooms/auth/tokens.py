@@ -133,8 +133,14 @@ class Tokens:
         user = await queries.get_user_by_id(session, row.user_id)
         if user is None or user.disabled:
             raise Unauthorized("The account is not active.")
-        row.used_at = utcnow()
-        return await self.issue_pair(session, user, family=row.family)
+        family = row.family
+        if not await queries.spend_refresh_token(session, row.id):
+            # Another request spent it between our read and now: that is reuse too.
+            await session.rollback()
+            await queries.revoke_family(session, family)
+            await session.commit()
+            raise Unauthorized("The refresh token was already used; sign in again.")
+        return await self.issue_pair(session, user, family=family)
 
     async def revoke(self, session: AsyncSession, raw: str) -> None:
         """Revoke the family of a refresh token (sign-out); unknown tokens are ignored."""

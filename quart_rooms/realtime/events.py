@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import socketio
 
 from quart_rooms.access import Principal
-from quart_rooms.api.schemas import ROOM_PATTERN
+from quart_rooms.api.schemas import MAX_ID, ROOM_PATTERN
 from quart_rooms.auth.tokens import bearer_token
 from quart_rooms.errors import AppError, BadRequest, NotInRoom, Unauthorized
 from quart_rooms.realtime.fanout import broadcast
@@ -134,7 +134,9 @@ class ChatNamespace(socketio.AsyncNamespace):
         payload = _payload(data)
         room = _room_name(payload)
         since_id = payload.get("since_id")
-        if since_id is not None and (not isinstance(since_id, int) or isinstance(since_id, bool) or since_id < 0):
+        if since_id is not None and (
+            not isinstance(since_id, int) or isinstance(since_id, bool) or not 0 <= since_id <= MAX_ID
+        ):
             raise BadRequest("since_id must be a whole number of 0 or more.")
         user = await self._user(sid)
         found, history = await self.svc.chat.history(user, room, since_id=since_id)

@@ -118,6 +118,12 @@ class Hub:
         for _user, sid in members:
             await self.sio.emit("kicked", {"room": room, "reason": "room_deleted"}, to=sid)
 
+    async def user_restricted(self, username: str, allowed: set[str]) -> None:
+        """A demoted admin is kicked from each room they are in that is not in `allowed`."""
+        rooms = {room for sid in self.user_sids.get(username, ()) for room in self.presence.rooms_of(sid)}
+        for room in sorted(rooms - allowed):
+            await self.revoked(username, room)
+
     async def user_disabled(self, username: str) -> None:
         """Disconnect every socket of the account."""
         for sid in list(self.user_sids.get(username, ())):

@@ -97,6 +97,13 @@ async def allowed_in_private_room(session: AsyncSession, room_id: int) -> Sequen
     return (await session.execute(granted.union(admins))).scalars().all()
 
 
+async def rooms_open_to(session: AsyncSession, user_id: int) -> Sequence[str]:
+    """Names of the rooms a non-admin may be in: public ones and those with a grant."""
+    granted = select(Room.name).join(Grant, Grant.room_id == Room.id).where(Grant.user_id == user_id)
+    public = select(Room.name).where(Room.public.is_(True))
+    return (await session.execute(granted.union(public))).scalars().all()
+
+
 async def rooms_with_grants(session: AsyncSession, user_id: int) -> Sequence[tuple[Room, str | None]]:
     """Every room with the user's granted role in it (None where there is no grant)."""
     rows = await session.execute(
@@ -200,6 +207,17 @@ async def get_refresh_token(session: AsyncSession, token_hash: str) -> RefreshTo
     return (
         await session.execute(select(RefreshToken).where(RefreshToken.token_hash == token_hash))
     ).scalar_one_or_none()
+
+
+async def spend_refresh_token(session: AsyncSession, token_id: int) -> bool:
+    """Mark a refresh token used, only if nobody did first; True when this call did."""
+    result = await session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.id == token_id, RefreshToken.used_at.is_(None), RefreshToken.revoked.is_(False))
+        .values(used_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0) == 1)
 
 
 async def revoke_family(session: AsyncSession, family: str) -> None:
