@@ -22,6 +22,8 @@ from quart_rooms.storage.models import Room
 
 Role = Literal["read", "write"]
 A = TypeVar("A")
+K = TypeVar("K")
+V = TypeVar("V")
 R = TypeVar("R")
 ROLE_RANK: dict[str, int] = {"read": 1, "write": 2}
 log = logging.getLogger(__name__)
@@ -51,8 +53,11 @@ class RoomAccess:
 class Access:
     """The one place that decides access; cached, invalidated by admin changes."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, cache: bool = True) -> None:
         self._sessions = sessions
+        # Off when several processes serve (they do not hear each other's admin
+        # changes yet): then every check reads the database.
+        self.cache = cache
         self._principals: LoadOnce[str, Principal | None] = LoadOnce()
         self._rooms: LoadOnce[str, Room | None] = LoadOnce()
         self._grants: LoadOnce[int, dict[int, str]] = LoadOnce()
@@ -71,7 +76,7 @@ class Access:
 
     async def principal(self, username: str) -> Principal:
         """The active account of that name; Unauthorized if it is gone or disabled."""
-        found = await self._principals.get(username, lambda: self._load_principal(username))
+        found = await self._cached(self._principals, username, lambda: self._load_principal(username))
         if found is None:
             raise Unauthorized("The account is not active.")
         return found
@@ -88,7 +93,7 @@ class Access:
             return self._decisions[key]
         generation = self.generation
         found = await self._decide(user, room)
-        if found is not None and generation == self.generation:  # no admin change while deciding
+        if self.cache and found is not None and generation == self.generation:  # no admin change meanwhile
             self._decisions[key] = found
         return found
 
@@ -106,14 +111,17 @@ class Access:
     async def _decide(self, user: Principal, name: str) -> RoomAccess | None:
         # Rooms by name and each user's grants are read once and then served
         # from memory, so a new (user, room) pair rarely costs a query.
-        room = await self._rooms.get(name, lambda: self._query(queries.get_room, name))
+        room = await self._cached(self._rooms, name, lambda: self._query(queries.get_room, name))
         if room is None:
             self._rooms.discard(name)  # made-up names must not pile up in memory
             return None
         if user.is_admin or room.public:
             return _rule(user, room, None)
-        grants = await self._grants.get(user.id, lambda: self._query(queries.grants_of_user, user.id))
+        grants = await self._cached(self._grants, user.id, lambda: self._query(queries.grants_of_user, user.id))
         return _rule(user, room, grants.get(room.id))
+
+    async def _cached(self, store: LoadOnce[K, V], key: K, load: Callable[[], Awaitable[V]]) -> V:
+        return await store.get(key, load) if self.cache else await load()
 
     async def _query(self, query: Callable[[AsyncSession, A], Awaitable[R]], arg: A) -> R:
         async with self._sessions() as session:
