@@ -38,7 +38,7 @@ class Services:
         """Everything for these settings; nothing connects until first use."""
         engine = create_engine(settings.resolved_database_url)
         sessions = sessionmaker(engine)
-        access = Access(sessions)
+        access = Access(sessions, cache=not settings.redis_url)
         return cls(
             settings=settings,
             engine=engine,
