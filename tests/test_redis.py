@@ -52,6 +52,11 @@ async def test_message_crosses_servers(redis_url: str, database_url: str, tmp_pa
                     assert [(m["id"], m["msg"]) for m in got] == [(1, "from A"), (2, "from B")]
                 await alice.settle()
                 assert len(alice.events["message"]) == len(bob.events["message"]) == 2
+                # A revoke made through A is enforced on B at bob's next event.
+                await admin.revoke("red", "bob")
+                refused = await bob.call("message", {"room": "red", "msg": "still here?"})
+                assert refused["error"] == "forbidden"
+                assert (await bob.call("join", {"room": "red"}))["error"] == "forbidden"
             finally:
                 await alice.close()
                 await bob.close()
