@@ -144,9 +144,10 @@ def _check(values: Mapping[str, Any]) -> None:
         raise SettingsError(
             "setting 'allowed_origins' contains '*': set allow_any_origin = true if that is intended"
         )
-    if values["max_socket_packet_bytes"] < values["max_message_chars"] * 4 + 1024:
+    # A client that escapes non-ASCII in JSON spends up to 12 bytes on one character (an emoji).
+    if values["max_socket_packet_bytes"] < values["max_message_chars"] * 12 + 1024:
         raise SettingsError(
-            "setting 'max_socket_packet_bytes' must exceed max_message_chars * 4 + 1024, "
+            "setting 'max_socket_packet_bytes' must be at least max_message_chars * 12 + 1024, "
             "so that an over-long message gets an error ack instead of a dropped connection"
         )
 

@@ -472,3 +472,12 @@ async def test_demoted_admin_leaves_private_rooms_without_a_grant(
     await eve.settle()
     assert [m["msg"] for m in eve.events["message"]] == ["everyone"]
     assert (await eve.call("join", {"room": "red"}))["error"] == "forbidden"
+
+
+async def test_a_long_message_of_emoji_is_acked_not_dropped(connect: Connect, people: dict[str, str]) -> None:
+    """2,000 emoji (12 bytes each once escaped) are accepted; 2,001 get too_large on a live connection."""
+    alice = await connect(people["alice"])
+    await alice.call("join", {"room": "red"})
+    assert (await alice.call("message", {"room": "red", "msg": "\U0001F600" * 2000}))["ok"] is True
+    assert (await alice.call("message", {"room": "red", "msg": "\U0001F600" * 2001}))["error"] == "too_large"
+    assert alice.sio.connected
