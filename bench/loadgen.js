@@ -204,21 +204,9 @@ async function fanout(tokens) {
   }
 
   for (let s = 0; s < S; s++) { senders[s].running = true; pump(s); }
-  await sleep(cfg.warmup_s * 1000);
-  const cpu0 = process.cpuUsage();
-  const t0 = now();
-  measuring = true;
-  emitLine({ event: "measure_start" });
-  await sleep(cfg.duration_s * 1000);
-  measuring = false;
-  const t1 = now();
-  emitLine({ event: "measure_end" });
-  const genCpu = cpuMs(cpu0) / (t1 - t0);
+  const { t0, t1, genCpu } = await measureWindow((on) => { measuring = on; });
   for (const sd of senders) sd.running = false;
-  // Drain: wait (bounded) until every message came back to its sender.
-  const drainUntil = now() + cfg.drain_s * 1000;
-  while (now() < drainUntil && senders.some((sd) => sd.inflight > 0)) await sleep(20);
-  await sleep(300); // let the last broadcasts reach every receiver
+  await drain(senders); // every message back at its sender, the last broadcasts at every receiver
   const stored = senders.reduce((a, sd) => a + sd.acked, 0);
   let lost = 0;
   let lostMaxPerReceiver = 0;
@@ -251,6 +239,29 @@ async function fanout(tokens) {
     out_of_order_max_per_receiver: oooMaxPerReceiver,
     generator_cpu: genCpu,
   };
+}
+
+// Warm up, then measure for cfg.duration_s: tells the runner when the window
+// opens and closes, and returns its times and the generator's CPU share.
+async function measureWindow(setMeasuring) {
+  await sleep(cfg.warmup_s * 1000);
+  const cpu0 = process.cpuUsage();
+  const t0 = now();
+  setMeasuring(true);
+  emitLine({ event: "measure_start" });
+  await sleep(cfg.duration_s * 1000);
+  setMeasuring(false);
+  const t1 = now();
+  emitLine({ event: "measure_end" });
+  return { t0, t1, genCpu: cpuMs(cpu0) / (t1 - t0) };
+}
+
+// Wait (bounded by cfg.drain_s) until nothing is in flight, then a little
+// more for the last broadcasts to arrive.
+async function drain(items) {
+  const until = now() + cfg.drain_s * 1000;
+  while (now() < until && items.some((item) => item.inflight > 0)) await sleep(20);
+  await sleep(300);
 }
 
 // --- connect: N clients, at most C in flight, each connecting and joining ------
@@ -356,20 +367,9 @@ async function manyRooms(tokens) {
   }
 
   for (let k = 0; k < N; k++) { stats[k].running = true; pump(k); }
-  await sleep(cfg.warmup_s * 1000);
-  const cpu0 = process.cpuUsage();
-  const t0 = now();
-  measuring = true;
-  emitLine({ event: "measure_start" });
-  await sleep(cfg.duration_s * 1000);
-  measuring = false;
-  const t1 = now();
-  emitLine({ event: "measure_end" });
-  const genCpu = cpuMs(cpu0) / (t1 - t0);
+  const { t0, t1, genCpu } = await measureWindow((on) => { measuring = on; });
   for (const st of stats) st.running = false;
-  const drainUntil = now() + cfg.drain_s * 1000;
-  while (now() < drainUntil && stats.some((st) => st.inflight > 0)) await sleep(20);
-  await sleep(300);
+  await drain(stats);
   let lost = 0;
   let ooo = 0;
   let lostMax = 0;

@@ -95,6 +95,18 @@ class Api:
         return str(reply.json()["access_token"])
 
 
+async def refusal(url: str, token: str | None, **kwargs: Any) -> str | None:
+    """Connect expecting the server to refuse; the `code` it gave (None if it gave none)."""
+    chatter = Chatter(url)
+    try:
+        await chatter.connect(token, **kwargs)
+    except socketio.exceptions.ConnectionError:
+        return chatter.refusal_code or "refused"
+    finally:
+        await chatter.close()
+    raise AssertionError("the server accepted a connection it should have refused")
+
+
 class Chatter:
     """A real python-socketio client that records every server event it gets."""
 
