@@ -15,6 +15,7 @@ from quart_rooms.api import errors
 from quart_rooms.api.rooms import blueprint as rooms_blueprint
 from quart_rooms.auth.routes import blueprint as auth_blueprint
 from quart_rooms.health import blueprint as health_blueprint
+from quart_rooms.realtime.compression import set_compression
 from quart_rooms.realtime.events import ChatNamespace
 from quart_rooms.realtime.hub import Hub
 from quart_rooms.realtime.server import BrokerCheck, create_server
@@ -75,6 +76,7 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
     """The whole server as one ASGI app; `settings` default to load_settings()."""
     settings = settings or load_settings()
     services = Services.build(settings)
+    set_compression(settings.websocket_compression)
     sio = create_server(settings)
     hub = Hub(sio)
     services.notifier = hub

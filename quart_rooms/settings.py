@@ -45,6 +45,7 @@ class Settings:
     max_sockets_per_user: int
     max_body_bytes: int
     max_socket_packet_bytes: int
+    websocket_compression: bool
     login_failures_per_account: int
     login_failures_per_address: int
     login_failure_window: int
