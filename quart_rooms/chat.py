@@ -204,7 +204,11 @@ class Chat:
                 stored = await queries.messages_page(
                     session, found.room_id, found.room, before_id=None, limit=HISTORY_ON_JOIN
                 )
-        return found, self._recent.delivered_only(found.room_id, stored)
+        # Cut what is committed but not yet delivered (it will arrive live), and
+        # add what was delivered while the read finished (it will not come again).
+        stored = self._recent.delivered_only(found.room_id, stored)
+        last = stored[-1].id if stored else (since_id or 0)
+        return found, stored + (self._recent.get(found.room_id, last, self.access.generation) or [])
 
     async def _latest(self, found: RoomAccess) -> list[StoredMessage]:
         async with self._sessions() as session:
