@@ -18,6 +18,7 @@ from quart_rooms.health import blueprint as health_blueprint
 from quart_rooms.realtime.compression import set_compression
 from quart_rooms.realtime.events import ChatNamespace
 from quart_rooms.realtime.hub import Hub
+from quart_rooms.realtime.relay import RedisNotifier
 from quart_rooms.realtime.server import BrokerCheck, create_server
 from quart_rooms.services import Services
 from quart_rooms.settings import Settings, load_settings
@@ -28,8 +29,8 @@ from quart_rooms.web.routes import blueprint as web_blueprint
 log = logging.getLogger(__name__)
 
 
-def create_quart(services: Services, hub: Hub) -> Quart:
-    """The Quart app with its routes; its lifespan opens storage and the writer."""
+def create_quart(services: Services, hub: Hub, relay: RedisNotifier | None) -> Quart:
+    """The Quart app with its routes; its lifespan opens storage, the writer and the relay."""
     app = Quart(__name__)
     app.config["MAX_CONTENT_LENGTH"] = services.settings.max_body_bytes
     app.config["QUART_SCHEMA_CONVERT_CASING"] = False
@@ -56,9 +57,13 @@ def create_quart(services: Services, hub: Hub) -> Quart:
         if services.settings.auto_migrate:
             await migrate(services.engine)
         services.chat.start(deliver)
+        if relay is not None:
+            await relay.start()
 
     @app.after_serving
     async def _close() -> None:
+        if relay is not None:
+            await relay.stop()
         await services.chat.stop()
         await services.engine.dispose()
         if broker is not None:
@@ -79,9 +84,11 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
     set_compression(settings.websocket_compression)
     sio = create_server(settings)
     hub = Hub(sio)
-    services.notifier = hub
+    # One process: the hub acts at once. Several (Redis): every process's hub hears each change.
+    relay = RedisNotifier(hub, settings.redis_url, settings.redis_channel) if settings.redis_url else None
+    services.notifier = relay or hub
     sio.register_namespace(ChatNamespace(services, hub))
-    quart_app = create_quart(services, hub)
+    quart_app = create_quart(services, hub, relay)
     asgi = socketio.ASGIApp(sio, other_asgi_app=quart_app, socketio_path="socket.io")
     asgi.quart_app = quart_app
     asgi.services = services

@@ -52,11 +52,23 @@ async def test_message_crosses_servers(redis_url: str, database_url: str, tmp_pa
                     assert [(m["id"], m["msg"]) for m in got] == [(1, "from A"), (2, "from B")]
                 await alice.settle()
                 assert len(alice.events["message"]) == len(bob.events["message"]) == 2
-                # A revoke made through A is enforced on B at bob's next event.
+                # A revoke made through A kicks bob's socket on B at once.
                 await admin.revoke("red", "bob")
+                [kicked] = await bob.wait_for("kicked")
+                assert kicked == {"room": "red", "reason": "revoked"}
+                await alice.call("message", {"room": "red", "msg": "after the kick"})
+                await alice.wait_for("message", 3)
+                await bob.settle()
+                assert len(bob.events["message"]) == 2
                 refused = await bob.call("message", {"room": "red", "msg": "still here?"})
-                assert refused["error"] == "forbidden"
+                assert refused["error"] == "not_in_room"
                 assert (await bob.call("join", {"room": "red"}))["error"] == "forbidden"
+                # Disabling alice through B disconnects her socket on A.
+                async with Api(b) as admin_b:
+                    await admin_b.login("admin", b.admin_password)
+                    reply = await admin_b.patch("/api/admin/users/alice", json={"disabled": True})
+                    assert reply.status_code == 200
+                await alice.wait_disconnected()
             finally:
                 await alice.close()
                 await bob.close()
