@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import uuid
@@ -87,3 +88,59 @@ async def test_readyz_says_when_the_broker_is_down(database_url: str, tmp_path: 
         assert reply.status_code == 503
         assert reply.json() == {"status": "unavailable", "checks": {"database": "ok", "broker": "unavailable"}}
         assert (await anonymous.get("/healthz")).status_code == 200
+
+
+def test_serve_with_two_workers_shares_rooms(redis_url: str, tmp_path: Path) -> None:
+    """`quart-rooms serve --workers 2` with Redis: every socket of a room gets each message once, in order."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from tests.conftest import free_port
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QUART_ROOMS_")}
+    env |= {"QUART_ROOMS_REDIS_URL": redis_url, "QUART_ROOMS_REDIS_CHANNEL": f"test-{uuid.uuid4().hex}"}
+    cli = [sys.executable, "-m", "quart_rooms.cli"]
+    made = subprocess.run(cli + ["create-user", "root", "--admin"], cwd=tmp_path, env=env,
+                          input="root-password\n", capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    server = subprocess.Popen(cli + ["serve", "--port", str(port), "--workers", "2"], cwd=tmp_path, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(150):
+            try:
+                if httpx.get(url + "/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        else:
+            raise AssertionError("serve --workers 2 did not start")
+        token = httpx.post(url + "/api/auth/login", json={"username": "root", "password": "root-password"}).json()
+        headers = {"Authorization": f"Bearer {token['access_token']}"}
+        assert httpx.post(url + "/api/admin/rooms", json={"name": "all", "public": True}, headers=headers).status_code == 201
+
+        async def talk() -> list[list[int]]:
+            sockets = [Chatter(url) for _ in range(8)]
+            try:
+                for chatter in sockets:
+                    await chatter.connect(token["access_token"])
+                    assert (await chatter.call("join", {"room": "all"}))["ok"]
+                for n in range(6):
+                    ack = await sockets[n].call("message", {"room": "all", "msg": f"m{n}"})
+                    assert ack["ok"], ack
+                return [[m["id"] for m in await chatter.wait_for("message", 6)] for chatter in sockets]
+            finally:
+                for chatter in sockets:
+                    await chatter.close()
+
+        seen = asyncio.run(talk())
+        assert all(ids == [1, 2, 3, 4, 5, 6] for ids in seen), seen
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.communicate(timeout=20)
