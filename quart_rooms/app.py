@@ -49,7 +49,6 @@ def create_quart(services: Services, hub: Hub, relay: RedisNotifier | None) -> Q
 
     async def deliver(messages: list[StoredMessage]) -> None:
         services.metrics.messages.inc(len(messages))
-        services.metrics.write_batch.observe(len(messages))
         await hub.deliver(messages)
 
     @app.before_serving

@@ -63,6 +63,7 @@ class RecentHistory:
         self._rooms: dict[int, deque[StoredMessage]] = {}
         self._loading: dict[int, tuple[asyncio.Future[None], list[StoredMessage]]] = {}
         self._reserved: dict[int, int] = {}  # room id -> lowest id committed but not yet delivered
+        self._deliveries: dict[int, int] = {}  # room id -> messages delivered by this process
         self._generation = 0
 
     def _check(self, generation: int) -> None:
@@ -95,6 +96,10 @@ class RecentHistory:
         for room_id in rooms:
             self._reserved.pop(room_id, None)
 
+    def undelivered_from(self, room_id: int) -> int | None:
+        """The lowest id of the room that the writer has committed but not yet delivered, if any."""
+        return self._reserved.get(room_id)
+
     def delivered_only(self, room_id: int, messages: list[StoredMessage]) -> list[StoredMessage]:
         """Drop messages the writer has committed but not yet delivered: they will arrive live."""
         first = self._reserved.get(room_id)
@@ -112,8 +117,12 @@ class RecentHistory:
         entry: tuple[asyncio.Future[None], list[StoredMessage]] = (done, [])
         self._loading[room_id] = entry
         try:
-            latest = deque(self.delivered_only(room_id, await read()), maxlen=self.size)
-            if self._loading.get(room_id) is entry:  # not dropped by an admin change meanwhile
+            read_rows = await read()
+            kept = self.delivered_only(room_id, read_rows)
+            latest = deque(kept, maxlen=self.size)
+            # Keep it only if the read was not dropped by an admin change meanwhile, and held
+            # nothing undelivered: a cut read may no longer be the room's latest messages.
+            if self._loading.get(room_id) is entry and len(kept) == len(read_rows):
                 del self._loading[room_id]
                 for message in entry[1]:  # committed while we read: add what the read missed
                     if not latest or message.id > latest[-1].id:
@@ -125,13 +134,20 @@ class RecentHistory:
             done.set_result(None)
 
     def add(self, room_id: int, message: StoredMessage) -> None:
-        """Record a committed message (right before it is delivered)."""
+        """Record a message right before it is delivered (the caller does not suspend in between)."""
+        self._deliveries[room_id] = self._deliveries.get(room_id, 0) + 1
+        if self._reserved.get(room_id) == message.id:
+            self._reserved[room_id] = message.id + 1  # the rest of the batch is still undelivered
         recent = self._rooms.get(room_id)
         if recent is not None:
             if not recent or message.id > recent[-1].id:
                 recent.append(message)
         elif room_id in self._loading:
             self._loading[room_id][1].append(message)
+
+    def deliveries(self, room_id: int) -> int:
+        """How many messages this process has delivered to the room (grows only)."""
+        return self._deliveries.get(room_id, 0)
 
 
 @dataclass(slots=True)
@@ -193,26 +209,36 @@ class Chat:
         what the writer has committed (and made visible) but not yet delivered.
         """
         found = await self.access.require(user, room, "read")
-        await self._recent.load(found.room_id, self.access.generation, lambda: self._latest(found))
+        await self._recent.load(found.room_id, self.access.generation, lambda: self._read(found, None, latest=True))
         cached = self._recent.get(found.room_id, since_id, self.access.generation)
         if cached is not None:
             return found, cached
-        async with self._sessions() as session:
-            if since_id is not None:
-                stored = await queries.messages_after(session, found.room_id, found.room, since_id)
-            else:
-                stored = await queries.messages_page(
-                    session, found.room_id, found.room, before_id=None, limit=HISTORY_ON_JOIN
-                )
-        # Cut what is committed but not yet delivered (it will arrive live), and
-        # add what was delivered while the read finished (it will not come again).
-        stored = self._recent.delivered_only(found.room_id, stored)
-        last = stored[-1].id if stored else (since_id or 0)
-        return found, stored + (self._recent.get(found.room_id, last, self.access.generation) or [])
+        # From the database: leave out what is committed but not yet delivered (it
+        # will arrive live), and read again while deliveries happen meanwhile (they
+        # will not come again). The last check and the return do not suspend.
+        seen = self._recent.deliveries(found.room_id)
+        stored = self._recent.delivered_only(found.room_id, await self._read(found, since_id, latest=since_id is None))
+        for _ in range(20):
+            now = self._recent.deliveries(found.room_id)
+            if now == seen:
+                break
+            seen = now
+            last = stored[-1].id if stored else (since_id or 0)
+            newer = self._recent.get(found.room_id, last, self.access.generation)
+            if newer is not None:  # memory holds everything delivered since: no suspension
+                return found, stored + newer
+            stored += self._recent.delivered_only(found.room_id, await self._read(found, last, latest=False))
+        return found, stored
 
-    async def _latest(self, found: RoomAccess) -> list[StoredMessage]:
+    async def _read(self, found: RoomAccess, after_id: int | None, *, latest: bool) -> list[StoredMessage]:
+        """The room's latest messages, or every message after after_id."""
         async with self._sessions() as session:
-            return await queries.messages_page(session, found.room_id, found.room, before_id=None, limit=HISTORY_ON_JOIN)
+            if latest:  # the latest delivered: stop short of what the writer is delivering now
+                before = self._recent.undelivered_from(found.room_id)
+                return await queries.messages_page(
+                    session, found.room_id, found.room, before_id=before, limit=HISTORY_ON_JOIN
+                )
+            return await queries.messages_after(session, found.room_id, found.room, after_id or 0)
 
     async def page(self, user: Principal, room: str, *, before_id: int | None, limit: int) -> list[StoredMessage]:
         """A page of a room's history for a reader (read role at least)."""
@@ -284,13 +310,12 @@ class Chat:
                 if not pending.done.done():
                     pending.done.set_exception(error)
             return
-        committed = [message for message in stored if message is not None]
-        for pending, message in zip(batch, stored):
-            if message is not None:
-                self._recent.add(pending.item.room_id, message)
+        assert self._deliver is not None
         try:
-            assert self._deliver is not None
-            await self._deliver(committed)
+            for pending, message in zip(batch, stored):
+                if message is not None:
+                    self._recent.add(pending.item.room_id, message)  # no suspension until delivered
+                    await self._deliver([message])
         except Exception:  # stored is stored: a delivery fault must not hide that
             log.exception("delivering %d messages failed", len(stored))
         finally:

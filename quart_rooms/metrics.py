@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 
 class Metrics:
@@ -18,10 +18,6 @@ class Metrics:
             "quart_rooms_connects_refused", "Socket.IO connections refused", ["code"], registry=self.registry
         )
         self.messages = Counter("quart_rooms_messages", "Messages stored and delivered", registry=self.registry)
-        self.write_batch = Histogram(
-            "quart_rooms_write_batch_size", "Messages per commit", registry=self.registry,
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
-        )
 
     def render(self) -> bytes:
         """The Prometheus text format of every metric."""

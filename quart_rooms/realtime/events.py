@@ -141,8 +141,8 @@ class ChatNamespace(socketio.AsyncNamespace):
         user = await self._user(sid)
         found, history = await self.svc.chat.history(user, room, since_id=since_id)
         first = await self.hub.enter(sid, user.username, room)
-        try:  # a revoke that landed while the history was read must still win
-            await self.svc.access.require(user, room, "read")
+        try:  # a revoke or demotion that landed while the history was read must still win
+            await self.svc.access.require(await self._user(sid), room, "read")
         except AppError:
             await self.hub.leave(sid, user.username, room, announce=False)
             raise
