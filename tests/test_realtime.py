@@ -464,3 +464,39 @@ async def test_a_long_message_of_emoji_is_acked_not_dropped(connect: Connect, pe
     assert (await alice.call("message", {"room": "red", "msg": "\U0001F600" * 2000}))["ok"] is True
     assert (await alice.call("message", {"room": "red", "msg": "\U0001F600" * 2001}))["error"] == "too_large"
     assert alice.sio.connected
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_joins_racing_busy_senders_miss_nothing_and_get_nothing_twice(
+    connect: Connect, admin_api: Api, backend: str
+) -> None:
+    """Sockets joining (some with an old since_id) while others post: history + live = every message once."""
+    await admin_api.create_room("busy", public=True)
+    senders = []
+    for i in range(6):  # 20 messages each: the default rate limit
+        await admin_api.create_user(f"w{i}")
+        chatter = await connect(await admin_api.token_for(f"w{i}"))
+        await chatter.call("join", {"room": "busy"})
+        senders.append(chatter)
+    reader_token = str(admin_api.token)
+    for n in range(60):  # more than the 50 a join keeps in memory
+        await senders[n % 6].call("message", {"room": "busy", "msg": f"before {n}"})
+
+    async def post(chatter: Chatter, i: int) -> None:
+        for n in range(10):
+            assert (await chatter.call("message", {"room": "busy", "msg": f"{i}-{n}"}))["ok"]
+
+    async def join_late(k: int) -> tuple[int, list[int]]:
+        await asyncio.sleep(0.01 * k)
+        reader = await connect(reader_token)
+        since = [None, 3, 40, 58][k % 4]
+        ack = await reader.call("join", {"room": "busy", "since_id": since} if since is not None else {"room": "busy"})
+        await asyncio.sleep(0.6)  # let the posting end and the live messages arrive
+        ids = [m["id"] for m in ack["history"]] + [m["id"] for m in reader.events["message"]]
+        start = ids[0] if since is None and ids else (since or 0) + 1
+        return start, ids
+
+    results = await asyncio.gather(*(post(c, i) for i, c in enumerate(senders)), *(join_late(k) for k in range(8)))
+    total = 60 + 6 * 10
+    for start, ids in results[6:]:
+        assert ids == list(range(start, total + 1)), (start, ids)
