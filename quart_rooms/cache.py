@@ -33,10 +33,6 @@ class LoadOnce(Generic[K, V]):
             pending.add_done_callback(lambda done: self._settle(key, done))
         return await asyncio.shield(pending)
 
-    def peek(self, key: K) -> V | None:
-        """The value of `key` if it is loaded, without loading it."""
-        return self._values.get(key)
-
     def _settle(self, key: K, done: asyncio.Future[V]) -> None:
         if self._loading.get(key) is not done:  # dropped by clear() or discard() meanwhile
             return

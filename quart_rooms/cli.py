@@ -47,6 +47,8 @@ async def _prepare(settings: Settings) -> None:
     try:
         await migrate(engine)
         async with sessionmaker(engine)() as session:
+            await queries.purge_expired_tokens(session)  # spent sign-ins do not pile up
+            await session.commit()
             if await queries.count_users(session) == 0:
                 print("quart-rooms: no accounts yet. Create the first admin with:\n"
                       "    quart-rooms create-user admin --admin", flush=True)
