@@ -9,8 +9,8 @@ Answers are cached in memory until an admin change calls `invalidate()`.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Literal, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -55,8 +55,8 @@ class Access:
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], *, cache: bool = True) -> None:
         self._sessions = sessions
-        # Off when several processes serve (they do not hear each other's admin
-        # changes yet): then every check reads the database.
+        # Off when several processes serve: a relayed admin change can be lost
+        # while the broker is down, so then every check reads the database.
         self.cache = cache
         self._principals: LoadOnce[str, Principal | None] = LoadOnce()
         self._rooms: LoadOnce[str, Room | None] = LoadOnce()

@@ -47,9 +47,9 @@ def create_quart(services: Services, hub: Hub, relay: RedisNotifier | None) -> Q
         app.register_blueprint(blueprint)
     errors.register(app)
 
-    async def deliver(messages: list[StoredMessage]) -> None:
-        services.metrics.messages.inc(len(messages))
-        await hub.deliver(messages)
+    async def deliver(message: StoredMessage) -> None:
+        services.metrics.messages.inc()
+        await hub.deliver(message)
 
     @app.before_serving
     async def _open() -> None:
@@ -89,6 +89,5 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
     sio.register_namespace(ChatNamespace(services, hub))
     quart_app = create_quart(services, hub, relay)
     asgi = socketio.ASGIApp(sio, other_asgi_app=quart_app, socketio_path="socket.io")
-    asgi.quart_app = quart_app
     asgi.services = services
     return asgi

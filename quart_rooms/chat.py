@@ -21,7 +21,7 @@ MAX_BATCH = 256
 MAX_CLIENT_ID_CHARS = 64
 log = logging.getLogger(__name__)
 
-Deliver = Callable[[list[StoredMessage]], Awaitable[None]]
+Deliver = Callable[[StoredMessage], Awaitable[None]]
 
 
 class TokenBucket:
@@ -86,7 +86,7 @@ class RecentHistory:
         return None
 
     def reserve(self, stored: Iterable[tuple[int, StoredMessage | None]]) -> None:
-        """The writer has ids for these messages: they are not delivered until release()."""
+        """The writer has ids for these messages: each counts as undelivered until its add()."""
         for room_id, message in stored:
             if message is not None and message.id < self._reserved.get(room_id, message.id + 1):
                 self._reserved[room_id] = message.id
@@ -179,7 +179,7 @@ class Chat:
         self._recent = RecentHistory(HISTORY_ON_JOIN, enabled=sole_writer)
 
     def start(self, deliver: Deliver) -> None:
-        """Start the writer; `deliver` sends committed messages to the rooms, in id order."""
+        """Start the writer; `deliver` sends each committed message to its room, in id order."""
         self._deliver = deliver
         self._queue = asyncio.Queue()
         self._writer = asyncio.get_running_loop().create_task(self._write_forever())
@@ -315,7 +315,7 @@ class Chat:
             for pending, message in zip(batch, stored):
                 if message is not None:
                     self._recent.add(pending.item.room_id, message)  # no suspension until delivered
-                    await self._deliver([message])
+                    await self._deliver(message)
         except Exception:  # stored is stored: a delivery fault must not hide that
             log.exception("delivering %d messages failed", len(stored))
         finally:

@@ -82,7 +82,9 @@ class ChatNamespace(socketio.AsyncNamespace):
             user = await self.svc.access.principal(claims.sub)
         except AppError as error:
             self.svc.metrics.connects_refused.labels(error.code).inc()
-            raise socketio.exceptions.ConnectionRefusedError(error.message, {"code": error.code, "message": error.message})
+            raise socketio.exceptions.ConnectionRefusedError(
+                error.message, {"code": error.code, "message": error.message}
+            ) from None
         limit = self.svc.settings.max_sockets_per_user
         if self.hub.socket_count(user.username) >= limit:
             self.svc.metrics.connects_refused.labels("too_many_sockets").inc()

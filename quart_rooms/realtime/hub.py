@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 
 import socketio
 
@@ -11,8 +10,6 @@ from quart_rooms.presence import LocalPresence, Presence
 from quart_rooms.realtime.fanout import broadcast
 from quart_rooms.realtime.server import internal_room
 from quart_rooms.storage.queries import StoredMessage
-
-log = logging.getLogger(__name__)
 
 
 class Hub:
@@ -89,10 +86,9 @@ class Hub:
             skip=set(self.presence.sids(room, username)),
         )
 
-    async def deliver(self, messages: list[StoredMessage]) -> None:
-        """Send committed messages to their rooms, in id order."""
-        for message in messages:
-            await broadcast(self.sio, "message", message.as_dict(), internal_room(message.room))
+    async def deliver(self, message: StoredMessage) -> None:
+        """Send a committed message to its room."""
+        await broadcast(self.sio, "message", message.as_dict(), internal_room(message.room))
 
     # Notifier: admin changes reach live sockets ------------------------------------
 
