@@ -1,9 +1,11 @@
-"""Room access rules: who may read or write where. Deny by default.
+"""Room access rules: who may read, write or moderate where. Deny by default.
 
 `role()` answers with a role or None, `require()` returns the room or raises.
 To a non-admin an unknown room and a room that is not theirs look the same
-(`forbidden`), so room names do not leak; admins are told `no_such_room`.
-Answers are cached in memory until an admin change calls `invalidate()`.
+(`forbidden`), so room names do not leak; admins are told `no_such_room`
+(contract, "Socket.IO"). Answers are cached in memory; every server process
+drops its caches when it applies an entry of the admin-change log
+(`quart_rooms.changes`), so a cached answer never outlives a change.
 """
 
 from __future__ import annotations
@@ -20,12 +22,12 @@ from quart_rooms.errors import Forbidden, NoSuchRoom, Unauthorized
 from quart_rooms.storage import queries
 from quart_rooms.storage.models import Room
 
-Role = Literal["read", "write"]
+Role = Literal["read", "write", "moderate"]
 A = TypeVar("A")
 K = TypeVar("K")
 V = TypeVar("V")
 R = TypeVar("R")
-ROLE_RANK: dict[str, int] = {"read": 1, "write": 2}
+ROLE_RANK: dict[str, int] = {"read": 1, "write": 2, "moderate": 3}
 log = logging.getLogger(__name__)
 
 
@@ -36,6 +38,7 @@ class Principal:
     id: int
     username: str
     is_admin: bool
+    token_version: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,45 +49,97 @@ class RoomAccess:
     room: str
     title: str | None
     public: bool
+    epoch: str
     role: Role
     rule: str
 
 
-class Access:
-    """The one place that decides access; cached, invalidated by admin changes."""
+def effective_role(*, is_admin: bool, public: bool, granted: str | None) -> Role | None:
+    """The rule itself (contract 1.1): admins and everyone in a public room write, or more if
+    granted more; in a private room a grant gives its role; else nothing."""
+    grant = granted if granted in ROLE_RANK else None
+    if is_admin or public:
+        return "moderate" if grant == "moderate" else "write"
+    return grant  # type: ignore[return-value]
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, cache: bool = True) -> None:
+
+def may_change_grant(*, actor: Principal, room_public: bool, actor_grant: str | None,
+                     old: str | None, new: str | None) -> bool:
+    """Whether the actor may change a grant from `old` to `new` (None: no grant) in a room.
+
+    Contract 1.1, "Moderation": admins change any grant; a room's moderators
+    give, change and take `read` and `write` grants in that room, and never
+    touch `moderate`.
+    """
+    if actor.is_admin:
+        return True
+    role = effective_role(is_admin=False, public=room_public, granted=actor_grant)
+    plain = (None, "read", "write")
+    return role == "moderate" and old in plain and new in plain
+
+
+def may_delete_message(*, actor: Principal, role: Role | None, author: str) -> bool:
+    """Whether the actor may delete a message (contract 1.1): its author, a moderator of the room, an admin."""
+    if actor.is_admin or role == "moderate":
+        return True
+    return role is not None and author.lower() == actor.username.lower()
+
+
+def _rule_name(*, is_admin: bool, public: bool) -> str:
+    return "admin" if is_admin else "public" if public else "grant"
+
+
+class Access:
+    """The one place that decides access; cached until `invalidate()`."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
-        # Off when several processes serve: a relayed admin change can be lost
-        # while the broker is down, so then every check reads the database.
-        self.cache = cache
-        self._principals: LoadOnce[str, Principal | None] = LoadOnce()
+        self._principals: LoadOnce[int, Principal | None] = LoadOnce()
+        self._ended: LoadOnce[str, bool] = LoadOnce()
         self._rooms: LoadOnce[str, Room | None] = LoadOnce()
         self._grants: LoadOnce[int, dict[int, str]] = LoadOnce()
         # Keyed by the whole Principal: a decision made for an admin is not one for the same name demoted.
         self._decisions: dict[tuple[Principal, str], RoomAccess | None] = {}
-        # Bumped by every invalidation, so caches elsewhere know to drop what they hold.
+        # Bumped by every invalidation: work that read access before it must not act on what it read.
         self.generation = 0
 
     def invalidate(self) -> None:
-        """Forget every cached answer (after any change to users, rooms or grants)."""
+        """Forget every cached answer (after any change to users, rooms, grants or sessions)."""
         self._principals.clear()
+        self._ended.clear()
         self._decisions.clear()
         self._rooms.clear()
         self._grants.clear()
         self.generation += 1
 
-    async def principal(self, username: str) -> Principal:
-        """The active account of that name; Unauthorized if it is gone or disabled."""
-        found = await self._cached(self._principals, username, lambda: self._load_principal(username))
+    async def principal(self, user_id: int) -> Principal:
+        """The active account of that id; Unauthorized if it is gone or disabled."""
+        found = await self._principals.get(user_id, lambda: self._load_principal(user_id))
         if found is None:
             raise Unauthorized("The account is not active.")
         return found
 
-    async def _load_principal(self, username: str) -> Principal | None:
+    async def _load_principal(self, user_id: int) -> Principal | None:
         async with self._sessions() as session:
-            user = await queries.get_user(session, username)
-        return Principal(user.id, user.username, user.is_admin) if user and not user.disabled else None
+            user = await queries.get_user_by_id(session, user_id)
+        if user is None or user.disabled:
+            return None
+        return Principal(user.id, user.username, user.is_admin, user.token_version)
+
+    async def authenticate(self, user_id: int, token_version: int, session_id: str) -> Principal:
+        """The account behind a verified token's claims (uid, ver, sid).
+
+        Raises Unauthorized when the account is gone or disabled, its tokens were
+        ended after this one was issued (a password change, disabling,
+        re-creation), or the token's sign-in session was ended (sign-out):
+        contract 1.1, "Tokens outlive neither the account nor its password".
+        """
+        user = await self.principal(user_id)
+        if user.token_version != token_version:
+            raise Unauthorized("The session has ended; sign in again.")
+        if await self._ended.get(session_id, lambda: self._query(queries.session_ended, session_id)):
+            raise Unauthorized("The session has ended; sign in again.")
+        return user
 
     async def role(self, user: Principal, room: str) -> RoomAccess | None:
         """The user's access to the room, or None (also for an unknown room)."""
@@ -93,7 +148,7 @@ class Access:
             return self._decisions[key]
         generation = self.generation
         found = await self._decide(user, room)
-        if self.cache and found is not None and generation == self.generation:  # no admin change meanwhile
+        if found is not None and generation == self.generation:  # no change meanwhile
             self._decisions[key] = found
         return found
 
@@ -103,25 +158,21 @@ class Access:
         if found is None and user.is_admin:
             raise NoSuchRoom()
         if found is None or ROLE_RANK[found.role] < ROLE_RANK[need]:
-            log.info("denied %s %s in room %r (has %s)", user.username, need, room,
-                     found.role if found else "nothing")
+            reason = "no_access" if found is None else f"role_{found.role}"
+            log.info("access denied: user=%s room=%r need=%s reason=%s", user.username, room, need, reason)
             raise Forbidden("You may not do that in this room." if found else "You may not enter this room.")
         return found
 
     async def _decide(self, user: Principal, name: str) -> RoomAccess | None:
         # Rooms by name and each user's grants are read once and then served
         # from memory, so a new (user, room) pair rarely costs a query.
-        room = await self._cached(self._rooms, name, lambda: self._query(queries.get_room, name))
+        key = name.lower()
+        room = await self._rooms.get(key, lambda: self._query(queries.get_room, name))
         if room is None:
-            self._rooms.discard(name)  # made-up names must not pile up in memory
+            self._rooms.discard(key)  # made-up names must not pile up in memory
             return None
-        if user.is_admin or room.public:
-            return _rule(user, room, None)
-        grants = await self._cached(self._grants, user.id, lambda: self._query(queries.grants_of_user, user.id))
-        return _rule(user, room, grants.get(room.id))
-
-    async def _cached(self, store: LoadOnce[K, V], key: K, load: Callable[[], Awaitable[V]]) -> V:
-        return await store.get(key, load) if self.cache else await load()
+        grants = await self._grants.get(user.id, lambda: self._query(queries.grants_of_user, user.id))
+        return _access(user, room, grants.get(room.id))
 
     async def _query(self, query: Callable[[AsyncSession, A], Awaitable[R]], arg: A) -> R:
         async with self._sessions() as session:
@@ -131,17 +182,12 @@ class Access:
         """Every room the user may join, by name."""
         async with self._sessions() as session:
             rows = await queries.rooms_with_grants(session, user.id)
-        return [found for room, granted in rows if (found := _rule(user, room, granted))]
+        return [found for room, granted in rows if (found := _access(user, room, granted))]
 
 
-def _rule(user: Principal, room: Room, granted: str | None) -> RoomAccess | None:
-    """The rule itself: admins write everywhere, anyone writes in public rooms, else the grant."""
-    if user.is_admin:
-        role, rule = "write", "admin"
-    elif room.public:
-        role, rule = "write", "public"
-    elif granted in ROLE_RANK:
-        role, rule = granted, "grant"
-    else:
+def _access(user: Principal, room: Room, granted: str | None) -> RoomAccess | None:
+    role = effective_role(is_admin=user.is_admin, public=room.public, granted=granted)
+    if role is None:
         return None
-    return RoomAccess(room.id, room.name, room.title, room.public, role, rule)  # type: ignore[arg-type]
+    rule = _rule_name(is_admin=user.is_admin, public=room.public)
+    return RoomAccess(room.id, room.name, room.title, room.public, room.epoch, role, rule)

@@ -13,8 +13,9 @@ from quart_rooms.settings import Settings, SettingsError, load_settings
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    from hypercorn.config import Config
     from hypercorn.run import run
+
+    from quart_rooms.serve import hypercorn_config
 
     host = args.host or settings.host
     port = args.port or settings.port
@@ -22,15 +23,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         print("error: --workers above 1 needs redis_url, so that rooms span the workers", file=sys.stderr)
         return 2
     asyncio.run(_prepare(settings))
-    config = Config()
-    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
-    config.workers = args.workers
-    config.read_timeout = settings.read_timeout
-    config.application_path = "quart_rooms.asgi:app"
-    config.accesslog = None
-    config.errorlog = "-"
-    config.loglevel = settings.log_level
-    config.graceful_timeout = 5
+    config = hypercorn_config(settings, host=host, port=port, workers=args.workers)
     loop = args.loop or settings.event_loop
     if loop == "uvloop" and importlib.util.find_spec("uvloop") is not None:
         config.worker_class = "uvloop"
@@ -68,26 +61,27 @@ def _read_password() -> str:
 async def _create_user(settings: Settings, username: str, password: str, is_admin: bool) -> None:
     from pydantic import ValidationError
 
-    from quart_rooms.access import Access
     from quart_rooms.admin.service import Admin
     from quart_rooms.api.schemas import NewUser
-    from quart_rooms.notify import NullNotifier
-    from quart_rooms.storage.db import create_engine, migrate, sessionmaker
+    from quart_rooms.auth.passwords import Passwords
+    from quart_rooms.changes import ChangeLog
+    from quart_rooms.storage.db import migrate, open_database
+    from quart_rooms.tasks import OwnedTasks
 
     try:
         NewUser(username=username, password=password, is_admin=is_admin)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise SystemExit(f"error: {problems}") from exc
-    engine = create_engine(settings.resolved_database_url)
+    db = open_database(settings.resolved_database_url)
+    passwords = Passwords(max_pending=1)
     try:
-        await migrate(engine)
-        sessions = sessionmaker(engine)
-        await Admin(sessions, Access(sessions), NullNotifier()).create_user(
-            "cli", username, password, is_admin=is_admin
-        )
+        await migrate(db.write_engine)
+        changes = ChangeLog(db.reads, poll_interval=1, fast_poll_interval=1)  # running servers follow it
+        await Admin(db, changes, passwords, OwnedTasks()).create_user("cli", username, password, is_admin=is_admin)
     finally:
-        await engine.dispose()
+        passwords.close()
+        await db.dispose()
 
 
 async def _migrate(settings: Settings) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -12,9 +13,9 @@ class AppError(Exception):
     status = 400
     default_message = "The request is not valid."
 
-    def __init__(self, message: str | None = None, *, retry_after: int | None = None) -> None:
+    def __init__(self, message: str | None = None, *, retry_after: float | None = None) -> None:
         self.message = message or self.default_message
-        self.retry_after = retry_after
+        self.retry_after = retry_after  # seconds (contract 1.1: "Errors say when to retry")
         super().__init__(self.message)
 
     def body(self) -> dict[str, Any]:
@@ -22,12 +23,17 @@ class AppError(Exception):
         return {"error": {"code": self.code, "message": self.message}}
 
     def headers(self) -> dict[str, str]:
-        """Extra HTTP headers of the error reply."""
-        return {"Retry-After": str(self.retry_after)} if self.retry_after is not None else {}
+        """Extra HTTP headers of the error reply: Retry-After in whole seconds (RFC 9110 section 10.2.3)."""
+        if self.retry_after is None:
+            return {}
+        return {"Retry-After": str(max(1, math.ceil(self.retry_after)))}
 
     def ack(self) -> dict[str, Any]:
-        """The Socket.IO acknowledgement for this error."""
-        return {"ok": False, "error": self.code, "message": self.message}
+        """The Socket.IO acknowledgement for this error, with `retry_after` in seconds when known."""
+        ack: dict[str, Any] = {"ok": False, "error": self.code, "message": self.message}
+        if self.retry_after is not None:
+            ack["retry_after"] = round(self.retry_after, 3)
+        return ack
 
 
 class BadRequest(AppError):

@@ -25,7 +25,7 @@ async def readyz() -> Response:
     svc = services()
     checks: dict[str, str] = {}
     try:
-        await ping(svc.engine)
+        await ping(svc.db.engine)
         checks["database"] = "ok"
     except Exception as exc:  # any failure means not ready
         log.warning("readiness: database: %s", exc)

@@ -41,6 +41,7 @@ class Settings:
     allowed_origins: list[str] = field(default_factory=list)
     allow_any_origin: bool
     max_message_chars: int
+    max_recovery: int
     messages_per_10s: int
     max_sockets_per_user: int
     max_body_bytes: int
@@ -49,9 +50,13 @@ class Settings:
     login_failures_per_account: int
     login_failures_per_address: int
     login_failure_window: int
+    max_pending_sign_ins: int
+    sqlite_synchronous: str
+    shutdown_timeout: int
     host: str
     port: int
     read_timeout: int
+    body_timeout: int
     event_loop: str
     log_level: str
 
@@ -132,11 +137,14 @@ def _check(values: Mapping[str, Any]) -> None:
         "access_token_ttl", "refresh_token_ttl", "max_message_chars", "messages_per_10s",
         "max_sockets_per_user", "max_body_bytes", "max_socket_packet_bytes",
         "login_failures_per_account", "login_failures_per_address", "login_failure_window",
-        "read_timeout",
+        "max_recovery", "max_pending_sign_ins", "shutdown_timeout",
+        "read_timeout", "body_timeout",
     )
     for key in positive:
         if values[key] <= 0:
             raise SettingsError(f"setting {key!r} must be greater than 0, got {values[key]}")
+    if values["sqlite_synchronous"] not in ("FULL", "NORMAL"):
+        raise SettingsError(f"setting 'sqlite_synchronous' must be FULL or NORMAL, got {values['sqlite_synchronous']!r}")
     if values["event_loop"] not in ("uvloop", "asyncio"):
         raise SettingsError(f"setting 'event_loop' must be uvloop or asyncio, got {values['event_loop']!r}")
     if not 0 < values["port"] < 65536:

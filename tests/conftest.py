@@ -21,12 +21,9 @@ from typing import Any
 import asyncpg
 import pytest
 from hypercorn.asyncio import serve
-from hypercorn.config import Config
 
-from quart_rooms.access import Access
-from quart_rooms.admin.service import Admin
 from quart_rooms.app import create_app
-from quart_rooms.notify import NullNotifier
+from quart_rooms.serve import hypercorn_config
 from quart_rooms.services import Services
 from quart_rooms.settings import Settings, load_settings
 from tests.helpers import Api, Server
@@ -107,8 +104,7 @@ async def running(settings: Settings, *, port: int | None = None) -> AsyncIterat
     app = create_app(settings)
     services: Services = app.services  # type: ignore[attr-defined]
     port = port or free_port()
-    config = Config()
-    config.bind = [f"127.0.0.1:{port}"]
+    config = hypercorn_config(settings, host="127.0.0.1", port=port)  # the production limits
     config.accesslog = None
     config.errorlog = None
     config.graceful_timeout = 1
@@ -126,9 +122,7 @@ async def running(settings: Settings, *, port: int | None = None) -> AsyncIterat
 async def add_admin(server: Server) -> None:
     """Create the test admin account through the real admin use case."""
     services = server.services
-    admin = Admin(services.sessions, Access(services.sessions), NullNotifier())
-    await admin.create_user("test", "admin", ADMIN_PASSWORD, is_admin=True)
-    services.access.invalidate()
+    await services.admin.create_user("test", "admin", ADMIN_PASSWORD, is_admin=True)
 
 
 @pytest.fixture

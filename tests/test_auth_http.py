@@ -109,12 +109,19 @@ async def test_successful_logins_are_never_throttled(api: Api, server: Server) -
 
 
 async def test_failed_logins_are_throttled_per_address(api: Api, admin_api: Api) -> None:
-    """Failures spread over many accounts still fill the address's counter."""
+    """Failures with made-up names fill the address's counter; then an account with failures of its
+    own is refused from that address, while users with none still sign in (contract 1.1)."""
+    await admin_api.create_user("typo")
+    await admin_api.create_user("clean")
     for i in range(6):
-        reply = await api.http.post("/api/auth/login", json={"username": f"u{i}", "password": "wrong-one"})
+        reply = await api.http.post("/api/auth/login", json={"username": f"made-up-{i}", "password": "wrong-one"})
         assert reply.status_code == 401
-    reply = await api.http.post("/api/auth/login", json={"username": "fresh", "password": "wrong-one"})
-    assert reply.status_code == 429
+    reply = await api.http.post("/api/auth/login", json={"username": "typo", "password": "wrong-one"})
+    assert reply.status_code == 401  # its first failure: it had none of its own
+    reply = await api.http.post("/api/auth/login", json={"username": "typo", "password": "password-123"})
+    assert reply.status_code == 429 and int(reply.headers["Retry-After"]) >= 1
+    await api.login("clean", "password-123")  # no failures of its own: never locked out by others'
+    await api.login("admin", api.server.admin_password)
 
 
 async def test_health_and_metrics(api: Api) -> None:
@@ -136,11 +143,11 @@ async def test_old_hash_parameters_are_upgraded_at_login(api: Api, server: Serve
     from quart_rooms.storage.models import User
 
     weak = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1).hash("legacy-password")
-    async with server.services.sessions() as session:
+    async with server.services.db.writes() as session:
         session.add(User(username="legacy", password_hash=weak, is_admin=False, disabled=False))
         await session.commit()
     await api.login("legacy", "legacy-password")
-    async with server.services.sessions() as session:
+    async with server.services.db.writes() as session:
         user = await queries.get_user(session, "legacy")
     assert user is not None and user.password_hash != weak
     assert user.password_hash.startswith("$argon2id$") and not needs_rehash(user.password_hash)

@@ -52,7 +52,7 @@ async def test_welcome_after_connect(connect: Connect, people: dict[str, str]) -
     assert welcome["user"] == "alice"
     assert welcome["is_admin"] is False
     assert 0 < welcome["expires_in"] <= 300
-    assert welcome["limits"] == {"max_message_chars": 2000, "messages_per_10s": 20}
+    assert welcome["limits"] == {"max_message_chars": 2000, "messages_per_10s": 20, "max_recovery": 1000}
 
 
 async def test_bad_tokens_are_refused(server: Server, people: dict[str, str]) -> None:
@@ -74,7 +74,8 @@ async def test_bad_tokens_are_refused(server: Server, people: dict[str, str]) ->
     secret = server.services.tokens._signing_key
     expired = jwt.encode(
         {"sub": "alice", "iat": int(time.time()) - 600, "nbf": int(time.time()) - 600,
-         "exp": int(time.time()) - 300, "iss": settings.jwt_issuer, "aud": settings.jwt_audience, "jti": "y"},
+         "exp": int(time.time()) - 300, "iss": settings.jwt_issuer, "aud": settings.jwt_audience, "jti": "y",
+         "uid": 2, "ver": 0, "sid": "s"},
         key=secret, algorithm="HS256",
     )
     cases = [(None, "unauthorized"), ("garbage", "unauthorized"), (tampered, "unauthorized"),

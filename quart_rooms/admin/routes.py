@@ -31,8 +31,7 @@ blueprint = Blueprint("admin", __name__, url_prefix="/api/admin")
 
 
 def _admin() -> Admin:
-    svc = services()
-    return Admin(svc.sessions, svc.access, svc.notifier)
+    return services().admin
 
 
 async def _actor() -> str:
@@ -135,15 +134,15 @@ async def delete_room(room: str) -> Response:
 @validate_response(GrantOut)
 async def put_grant(room: str, username: str, data: GrantIn) -> dict[str, Any]:
     """Give a user a role in a room, or change it."""
-    await _admin().put_grant(await _actor(), room, username, data.role)
-    return {"room": room, "username": username, "role": data.role}
+    grant = await _admin().put_grant(await current_user(), room, username, data.role)
+    return {"room": grant.room, "username": grant.username, "role": grant.role}
 
 
 @blueprint.delete("/rooms/<room>/grants/<username>")
 @admin_required
 async def delete_grant(room: str, username: str) -> Response:
     """Revoke a grant; the user's sockets leave the room at once and get `kicked`."""
-    await _admin().delete_grant(await _actor(), room, username)
+    await _admin().delete_grant(await current_user(), room, username)
     return _no_content()
 
 

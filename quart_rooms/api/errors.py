@@ -1,10 +1,16 @@
-"""The one renderer of HTTP errors: `{"error": {"code", "message"}}` with the right status."""
+"""The one renderer of HTTP errors: `{"error": {"code", "message"}}` with the right status.
+
+Request bodies are decoded here too (`json_body`, `JsonRequest`), so that a
+body that is not JSON is a 400 bad_request on every route, never a 500.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+from typing import Any
 
-from quart import Quart, Response, jsonify
+from quart import Quart, Request, Response, jsonify
 from quart_schema import RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
 
@@ -23,6 +29,42 @@ _HTTP_CODES = {
     415: "unsupported_media_type",
     429: "rate_limited",
 }
+
+
+def json_body(raw: bytes) -> Any:
+    """The JSON value of a request body, or BadRequest (400) when `raw` is not JSON text.
+
+    JSON exchanged between systems is UTF-8 (RFC 8259 section 8.1), so other
+    bytes are refused, as are text that does not parse and values nested too
+    deeply for the parser. The type of the value is the caller's to check.
+    """
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise BadRequest("The request body is not valid UTF-8.") from None
+    except RecursionError:
+        raise BadRequest("The request body is nested too deeply.") from None
+    except ValueError:
+        raise BadRequest("The request body is not valid JSON.") from None
+
+
+class JsonRequest(Request):
+    """Quart's request, whose `get_json` refuses any malformed body with BadRequest (400).
+
+    Quart's own decodes the body as UTF-8 outside its error handling, so one
+    invalid byte became a 500; the parsed value is not cached (the raw body is).
+    """
+
+    async def get_json(self, force: bool = False, silent: bool = False, cache: bool = True) -> Any:
+        """The body as JSON when it is declared JSON (or `force`), else None; None instead of 400 when `silent`."""
+        if not (force or self.is_json):
+            return None
+        try:
+            return json_body(await self.get_data(cache=cache, as_text=False, parse_form_data=False))
+        except BadRequest:
+            if silent:
+                return None
+            raise
 
 
 def error_response(error: AppError) -> Response:
@@ -46,7 +88,11 @@ def _validation_message(error: RequestSchemaValidationError) -> str:
 
 
 def register(app: Quart) -> None:
-    """Render every error, the app's own and the framework's, in the API's shape."""
+    """Render every error, the app's own and the framework's, in the API's shape.
+
+    Also makes `app` decode JSON bodies with `JsonRequest`.
+    """
+    app.request_class = JsonRequest
 
     @app.errorhandler(AppError)
     async def _app_error(error: AppError) -> Response:

@@ -1,14 +1,24 @@
-"""The signed-in user's routes: who am I, which rooms, a room's history."""
+"""The signed-in user's routes: who am I, which rooms, a room's history, grants and deletions."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from quart import Blueprint
-from quart_schema import validate_querystring, validate_response
+from quart import Blueprint, Response
+from quart_schema import validate_querystring, validate_request, validate_response
 
-from quart_rooms.api.schemas import Me, Messages, MessagesQuery, RoomsForUser
+from quart_rooms.api.schemas import (
+    GrantIn,
+    GrantOut,
+    Grants,
+    Me,
+    Messages,
+    MessagesQuery,
+    RoomsForUser,
+)
 from quart_rooms.auth.http import current_user, login_required, services
+from quart_rooms.errors import BadRequest
+from quart_rooms.names import check_room_name, is_id
 
 blueprint = Blueprint("rooms", __name__, url_prefix="/api")
 
@@ -36,8 +46,54 @@ async def rooms() -> dict[str, Any]:
 @validate_querystring(MessagesQuery)
 @validate_response(Messages)
 async def messages(room: str, query_args: MessagesQuery) -> dict[str, Any]:
-    """A page of the room's history, oldest first (read role at least)."""
+    """A page of the room's history, oldest first (read role at least): before before_id, or after after_id."""
+    if query_args.before_id is not None and query_args.after_id is not None:
+        raise BadRequest("Give before_id or after_id, not both.")
     page = await services().chat.page(
-        await current_user(), room, before_id=query_args.before_id, limit=query_args.limit
+        await current_user(), check_room_name(room),
+        before_id=query_args.before_id, after_id=query_args.after_id, limit=query_args.limit,
     )
     return {"messages": [m.as_dict() for m in page]}
+
+
+@blueprint.delete("/rooms/<room>/messages/<message_id>")
+@login_required
+async def delete_message(room: str, message_id: str) -> Response:
+    """Replace a message by its tombstone (its author, a moderator of the room, or an admin)."""
+    number = int(message_id) if message_id.isdigit() and len(message_id) <= 19 else -1
+    if not is_id(number):
+        raise BadRequest("The message id must be a whole number.")
+    await services().chat.delete(await current_user(), check_room_name(room), number)
+    return Response(status=204)
+
+
+@blueprint.get("/rooms/<room>/grants")
+@login_required
+@validate_response(Grants)
+async def grants(room: str) -> dict[str, Any]:
+    """Every grant in a room, for anyone who may read it (the page's member list)."""
+    svc = services()
+    found = await svc.access.require(await current_user(), check_room_name(room), "read")
+    return {"grants": [{"username": u, "role": r} for u, r in await svc.admin.grants(found.room)]}
+
+
+@blueprint.put("/rooms/<room>/grants/<username>")
+@login_required
+@validate_request(GrantIn)
+@validate_response(GrantOut)
+async def put_grant(room: str, username: str, data: GrantIn) -> dict[str, Any]:
+    """A moderator of the room (or an admin) gives or changes a read or write grant."""
+    user = await current_user()
+    found = await services().access.require(user, check_room_name(room), "moderate")
+    grant = await services().admin.put_grant(user, found.room, username, data.role)
+    return {"room": grant.room, "username": grant.username, "role": grant.role}
+
+
+@blueprint.delete("/rooms/<room>/grants/<username>")
+@login_required
+async def delete_grant(room: str, username: str) -> Response:
+    """A moderator of the room (or an admin) takes a read or write grant away; the user is kicked at once."""
+    user = await current_user()
+    found = await services().access.require(user, check_room_name(room), "moderate")
+    await services().admin.delete_grant(user, found.room, username)
+    return Response(status=204)

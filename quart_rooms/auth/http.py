@@ -28,7 +28,7 @@ async def current_user() -> Principal:
         if token is None:
             raise Unauthorized()
         claims = services().tokens.verify(token)
-        g.user = await services().access.principal(claims.sub)
+        g.user = await services().access.authenticate(claims.uid, claims.ver, claims.sid)
     return cast(Principal, g.user)
 
 

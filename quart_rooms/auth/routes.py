@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import logging
+
 from pydantic import ValidationError
 from quart import Blueprint, Response, jsonify, request
 from quart_schema import document_request, document_response, validate_request
 
+from quart_rooms.api.errors import json_body
 from quart_rooms.api.schemas import Login, Refresh, TokenReply
 from quart_rooms.auth.http import services
-from quart_rooms.auth.passwords import hash_password, needs_rehash, verify_password
+from quart_rooms.auth.passwords import needs_rehash
 from quart_rooms.auth.tokens import TokenPair, bearer_token
 from quart_rooms.errors import BadRequest, InvalidCredentials, Unauthorized
 from quart_rooms.storage import queries
 
+log = logging.getLogger(__name__)
 blueprint = Blueprint("auth", __name__, url_prefix="/api/auth")
 REFRESH_COOKIE = "quart_rooms_refresh"
 
@@ -40,19 +44,25 @@ def _token_reply(pair: TokenPair) -> Response:
 @validate_request(Login)
 @document_response(TokenReply)
 async def login(data: Login) -> Response:
-    """Exchange a username and password for an access and a refresh token."""
+    """Exchange a username (any case) and password for an access and a refresh token."""
     svc = services()
-    svc.throttle.check(data.username, _client_address())
-    async with svc.sessions() as session:
-        user = await queries.get_user(session, data.username)
-        ok = verify_password(user.password_hash if user else None, data.password)
+    address = _client_address()
+    async with svc.throttle.attempt(data.username, address) as attempt:
+        async with svc.db.reads() as session:
+            user = await queries.get_user(session, data.username)
+        ok = await svc.passwords.verify(user.password_hash if user else None, data.password)
         if user is None or not ok or user.disabled:
-            svc.throttle.failed(data.username, _client_address())
+            log.info("sign-in failed: user=%r address=%s", data.username, address)
             raise InvalidCredentials()
-        if needs_rehash(user.password_hash):
-            user.password_hash = hash_password(data.password)
+        attempt.succeeded = True
+    # Hashing happens before the write transaction, which stays short.
+    rehashed = await svc.passwords.hash(data.password) if needs_rehash(user.password_hash) else None
+    async with svc.db.writes() as session:
+        if rehashed is not None:
+            await queries.set_password_hash(session, user.id, rehashed)
         pair = await svc.tokens.issue_pair(session, user)
         await session.commit()
+    log.info("sign-in: user=%s address=%s", user.username, address)
     return _token_reply(pair)
 
 
@@ -62,10 +72,10 @@ def _refresh_token(data: Refresh | None) -> str | None:
 
 async def _optional_body() -> Refresh | None:
     """The body, when there is one: the page sends none and relies on the cookie."""
-    raw = await request.get_data()
+    raw = await request.get_data(cache=True, as_text=False, parse_form_data=False)
     if not raw.strip():
         return None
-    body = await request.get_json(force=True)
+    body = json_body(raw)  # BadRequest (400) unless UTF-8 JSON
     try:
         return Refresh.model_validate(body)
     except ValidationError as exc:
@@ -80,25 +90,24 @@ async def refresh() -> Response:
     token = _refresh_token(await _optional_body())
     if token is None:
         raise Unauthorized("A refresh token is needed.")
-    svc = services()
-    async with svc.sessions() as session:
-        pair = await svc.tokens.rotate(session, token)
-        await session.commit()
-    return _token_reply(pair)
+    return _token_reply(await services().tasks.run(services().tokens.rotate(token)))
 
 
 @blueprint.post("/logout")
 @document_request(Refresh)
 async def logout() -> Response:
-    """Revoke the refresh token (body or cookie); needs it or a valid access token."""
+    """End the sign-in session of the refresh token (body or cookie) or of the access token.
+
+    Contract 1.1: the session's refresh and access tokens stop working and its
+    live sockets close, on every node.
+    """
     token = _refresh_token(await _optional_body())
     svc = services()
     if token is None:
-        svc.tokens.verify(bearer_token(request.headers.get("Authorization")))
+        claims = svc.tokens.verify(bearer_token(request.headers.get("Authorization")))
+        await svc.tasks.run(svc.tokens.end_session(claims.sid))
     else:
-        async with svc.sessions() as session:
-            await svc.tokens.revoke(session, token)
-            await session.commit()
+        await svc.tasks.run(svc.tokens.sign_out(token))
     response = Response(status=204)
     response.delete_cookie(REFRESH_COOKIE, path="/api/auth")
     return response

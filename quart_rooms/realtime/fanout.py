@@ -1,12 +1,15 @@
-"""Broadcast to a room with one encode and no task per recipient.
+"""Delivery to this process's sockets: one encode per event, no task per recipient, no suspension.
 
-python-socketio's local manager creates an asyncio task for every recipient
-of every broadcast and waits for them all. An Engine.IO socket's send only
-puts the packet on that socket's unbounded queue (its writer task does the
-actual I/O), so putting the one encoded packet on each queue directly gives
-the same order and delivery for a fraction of the cost. With a pub/sub
-manager (Redis) the manager's own emit is kept, since it also publishes to
-the other servers.
+python-socketio's manager creates an asyncio task for every recipient of every
+broadcast and waits for them all. An Engine.IO socket's send only puts the
+packet on that socket's queue (its writer task does the I/O, for websocket
+and polling alike), so putting the one encoded packet on each queue directly
+gives the same order and delivery for a fraction of the cost. Both functions
+return without suspending: the room feeds rely on that to cut a join's
+history exactly. This reaches into python-engineio (`Server.sockets`,
+`AsyncSocket.queue`, `closed`) and python-socketio (`packet_class`,
+`manager.get_participants`, `manager.eio_sid_from_sid`); tests/test_reach_ins.py
+fails loudly when an upgrade changes them.
 """
 
 from __future__ import annotations
@@ -17,33 +20,32 @@ from typing import Any
 import socketio
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
-from socketio.async_pubsub_manager import AsyncPubSubManager
+
+NAMESPACE = "/"
 
 
-def is_local(sio: socketio.AsyncServer) -> bool:
-    """True when this process holds every socket (no pub/sub manager)."""
-    return not isinstance(sio.manager, AsyncPubSubManager)
+def _packet(sio: socketio.AsyncServer, event: str, data: Any) -> eio_packet.Packet:
+    encoded = sio.packet_class(sio_packet.EVENT, namespace=NAMESPACE, data=[event, data]).encode()
+    if isinstance(encoded, list):  # binary attachments: never made by this server
+        raise ValueError("binary event data is not supported here")
+    return eio_packet.Packet(eio_packet.MESSAGE, encoded)
 
 
-async def broadcast(
-    sio: socketio.AsyncServer,
-    event: str,
-    data: Any,
-    room: str,
-    *,
-    skip: Collection[str] = (),
-    namespace: str = "/",
-) -> None:
-    """Emit `event` with `data` to every socket in `room` but the `skip` sids, in call order per socket."""
-    encoded = sio.packet_class(sio_packet.EVENT, namespace=namespace, data=[event, data]).encode()
-    if not is_local(sio) or isinstance(encoded, list):  # other servers, or binary attachments
-        await sio.emit(event, data, to=room, skip_sid=list(skip), namespace=namespace)
-        return
-    pkt = eio_packet.Packet(eio_packet.MESSAGE, encoded)
+def deliver(sio: socketio.AsyncServer, event: str, data: Any, room: str, *, skip: Collection[str] = ()) -> None:
+    """Emit `event` with `data` to every local socket in Socket.IO room `room` but the `skip` sids."""
+    pkt = _packet(sio, event, data)
     sockets = sio.eio.sockets
-    for sid, eio_sid in sio.manager.get_participants(namespace, room):
+    for sid, eio_sid in sio.manager.get_participants(NAMESPACE, room):
         if sid in skip:
             continue
         socket = sockets.get(eio_sid)
         if socket is not None and not socket.closed:
             socket.queue.put_nowait(pkt)
+
+
+def send(sio: socketio.AsyncServer, sid: str, event: str, data: Any) -> None:
+    """Emit `event` with `data` to one local socket (nothing if it is gone)."""
+    eio_sid = sio.manager.eio_sid_from_sid(sid, NAMESPACE)
+    socket = sio.eio.sockets.get(eio_sid) if eio_sid else None
+    if socket is not None and not socket.closed:
+        socket.queue.put_nowait(_packet(sio, event, data))

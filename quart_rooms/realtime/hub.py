@@ -1,126 +1,100 @@
-"""Live state of this process's sockets: who is where, kicks, disconnects, deliveries."""
+"""What happens to this process's sockets: entering and leaving rooms, presence, kicks, ends."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
 
 import socketio
 
-from quart_rooms.presence import LocalPresence, Presence
-from quart_rooms.realtime.fanout import broadcast
+from quart_rooms.presence import Presence
+from quart_rooms.realtime.fanout import deliver, send
 from quart_rooms.realtime.server import internal_room
-from quart_rooms.storage.queries import StoredMessage
+from quart_rooms.realtime.sessions import Socket, Sockets
+
+log = logging.getLogger(__name__)
 
 
 class Hub:
-    """Tracks each user's sockets and carries admin changes to them (a `Notifier`)."""
+    """This process's sockets in rooms; tells other processes about presence through `publish`."""
 
-    def __init__(self, sio: socketio.AsyncServer, presence: Presence | None = None) -> None:
+    def __init__(self, sio: socketio.AsyncServer, sockets: Sockets, presence: Presence) -> None:
         self.sio = sio
-        self.presence = presence or LocalPresence()
-        self.user_sids: dict[str, set[str]] = {}
-        self._expiry: dict[str, asyncio.TimerHandle] = {}
+        self.sockets = sockets
+        self.presence = presence
+        # Set when a broker is configured: tells the other processes (presence events).
+        self.publish: Callable[[dict[str, Any]], None] = lambda message: None
         self._tasks: set[asyncio.Task[None]] = set()
 
-    # Sockets --------------------------------------------------------------------
+    def deliver(self, event: str, room: str, data: dict[str, object]) -> None:
+        """An event to every local socket in a chat room (the room feeds' way out)."""
+        deliver(self.sio, event, data, internal_room(room))
 
-    def add_socket(self, username: str, sid: str) -> None:
-        """Remember a connected socket of a user."""
-        self.user_sids.setdefault(username, set()).add(sid)
+    def enter(self, socket: Socket, room: str) -> None:
+        """Put the socket in the Socket.IO room now, without suspending (see RoomFeed)."""
+        self.sio.manager.basic_enter_room(socket.sid, "/", internal_room(room))  # synchronous
+        socket.rooms[room.lower()] = room
 
-    def drop_socket(self, username: str, sid: str) -> None:
-        """Forget a socket that disconnected."""
-        sids = self.user_sids.get(username)
-        if sids is not None:
-            sids.discard(sid)
-            if not sids:
-                del self.user_sids[username]
-        self.cancel_expiry(sid)
+    async def leave(self, socket: Socket, room: str, *, announce: bool = True) -> None:
+        """Take the socket out of the room at once, then tell the others if the user is gone from it."""
+        self.sio.manager.basic_leave_room(socket.sid, "/", internal_room(room))
+        socket.rooms.pop(room.lower(), None)
+        if await self.presence.leave(room, socket.user.username, socket.sid) and announce:
+            self.announce(room, socket.user.username, "left")
 
-    def socket_count(self, username: str) -> int:
-        """How many live sockets the user holds here."""
-        return len(self.user_sids.get(username, ()))
+    def announce(self, room: str, user: str, action: str, *, everywhere: bool = True) -> None:
+        """`presence` to the others in the room on every process (not to the user's own sockets)."""
+        self.local_presence(room, user, action)
+        if everywhere:
+            self.publish({"t": "p", "room": room, "user": user, "action": action})
 
-    def expire_at(self, sid: str, delay: float) -> None:
-        """End the socket's session `delay` seconds from now unless it refreshes its token."""
-        self.cancel_expiry(sid)
-        loop = asyncio.get_running_loop()
-        self._expiry[sid] = loop.call_later(max(0.0, delay), self._start_expire, sid)
+    def local_presence(self, room: str, user: str, action: str) -> None:
+        """`presence` to this process's sockets in the room but the user's own."""
+        skip = self.presence.local.sids(room, user)
+        deliver(self.sio, "presence", {"room": room, "user": user, "action": action}, internal_room(room), skip=skip)
 
-    def _start_expire(self, sid: str) -> None:
-        task = asyncio.get_running_loop().create_task(self._expire(sid))
-        self._tasks.add(task)  # keep a reference until it is done
+    def reaped(self, gone: list[tuple[str, str]]) -> None:
+        """Users whose last socket was on a process that died: announce that they left."""
+        for room, user in gone:
+            self.announce(room, user, "left")
+
+    async def kick(self, socket: Socket, room: str, reason: str) -> None:
+        """The socket leaves the room first, then gets `kicked`, so no message slips in between."""
+        if socket.room(room) is None:
+            return
+        name = socket.rooms[room.lower()]
+        self.sio.manager.basic_leave_room(socket.sid, "/", internal_room(name))
+        socket.rooms.pop(name.lower(), None)
+        send(self.sio, socket.sid, "kicked", {"room": name, "reason": reason})
+        if await self.presence.leave(name, socket.user.username, socket.sid):
+            self.announce(name, socket.user.username, "left")
+
+    def tell(self, socket: Socket, event: str, data: dict[str, object]) -> None:
+        """An event to one socket."""
+        send(self.sio, socket.sid, event, data)
+
+    async def end(self, socket: Socket, reason: str) -> None:
+        """`session_expired {reason}`, then disconnect (the client signs in again rather than reconnect)."""
+        if socket.closed:
+            return
+        send(self.sio, socket.sid, "session_expired", {"reason": reason})
+        await self.sio.disconnect(socket.sid)
+
+    def end_soon(self, sid: str, reason: str) -> None:
+        """end() from a timer: as a task."""
+        socket = self.sockets.get(sid)
+        if socket is not None:
+            self.spawn(self.end(socket, reason))
+
+    def spawn(self, work: Any) -> None:
+        """Run a coroutine as a task this hub keeps until it is done."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def cancel_expiry(self, sid: str) -> None:
-        """Stop the socket's expiry timer."""
-        handle = self._expiry.pop(sid, None)
-        if handle is not None:
-            handle.cancel()
-
-    async def _expire(self, sid: str) -> None:
-        self._expiry.pop(sid, None)
-        await self.sio.emit("session_expired", {"reason": "token_expired"}, to=sid)
-        await self.sio.disconnect(sid)
-
-    # Rooms ----------------------------------------------------------------------
-
-    async def enter(self, sid: str, username: str, room: str) -> bool:
-        """Put the socket in the room; True when it is the user's first socket there."""
-        await self.sio.enter_room(sid, internal_room(room))
-        return self.presence.add(room, username, sid)
-
-    async def leave(self, sid: str, username: str, room: str, *, announce: bool = True) -> None:
-        """Take the socket out of the room, telling the others when the user is gone from it."""
-        await self.sio.leave_room(sid, internal_room(room))
-        if self.presence.remove(room, username, sid) and announce:
-            await self.announce(room, username, "left")
-
-    async def announce(self, room: str, username: str, action: str) -> None:
-        """`presence` to the others in the room (not the user's own sockets)."""
-        await broadcast(
-            self.sio,
-            "presence",
-            {"room": room, "user": username, "action": action},
-            internal_room(room),
-            skip=set(self.presence.sids(room, username)),
-        )
-
-    async def deliver(self, message: StoredMessage) -> None:
-        """Send a committed message to its room."""
-        await broadcast(self.sio, "message", message.as_dict(), internal_room(message.room))
-
-    # Notifier: admin changes reach live sockets ------------------------------------
-
-    async def revoked(self, username: str, room: str) -> None:
-        """The user's sockets leave the room, then get `kicked` (in that order: no message slips in)."""
-        sids = self.presence.sids(room, username)
-        for sid in sids:
-            await self.leave(sid, username, room)
-        for sid in sids:
-            await self.sio.emit("kicked", {"room": room, "reason": "revoked"}, to=sid)
-
-    async def room_restricted(self, room: str, keep: set[str]) -> None:
-        """Members of a room turned private who have no grant are kicked as if revoked."""
-        for user in self.presence.members(room):
-            if user not in keep:
-                await self.revoked(user, room)
-
-    async def room_deleted(self, room: str) -> None:
-        """Every socket leaves the room and gets `kicked`."""
-        members = [(user, sid) for user in self.presence.members(room) for sid in self.presence.sids(room, user)]
-        for user, sid in members:
-            await self.leave(sid, user, room, announce=False)
-        for _user, sid in members:
-            await self.sio.emit("kicked", {"room": room, "reason": "room_deleted"}, to=sid)
-
-    async def user_restricted(self, username: str, allowed: set[str]) -> None:
-        """A demoted admin is kicked from each room they are in that is not in `allowed`."""
-        rooms = {room for sid in self.user_sids.get(username, ()) for room in self.presence.rooms_of(sid)}
-        for room in sorted(rooms - allowed):
-            await self.revoked(username, room)
-
-    async def user_disabled(self, username: str) -> None:
-        """Disconnect every socket of the account."""
-        for sid in list(self.user_sids.get(username, ())):
-            await self.sio.disconnect(sid)
+    async def close_all(self) -> None:
+        """Close every socket's transport (at shutdown): clients reconnect, to another node if there is one."""
+        if self.sio.eio.sockets:  # engine.io waits on a set of closes, which may not be empty
+            await self.sio.eio.disconnect()

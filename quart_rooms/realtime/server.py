@@ -1,8 +1,15 @@
-"""Builds the python-socketio server with the limits and origin policy from settings."""
+"""Builds the python-socketio server with the limits and origin policy from settings.
+
+Rooms span processes through the app's own broker and room feeds
+(`realtime/broker.py`, `chat/feed.py`), not through python-socketio's Redis
+manager: that manager publishes each emit once with no order and no
+recovery, and an emit waits for a broker that hangs, while the contract needs
+every member to get a room's messages once and in id order across nodes, with
+storage as the record (docs/architecture.md, "Several processes").
+"""
 
 from __future__ import annotations
 
-import redis.asyncio
 import socketio
 
 from quart_rooms.settings import Settings
@@ -23,33 +30,12 @@ def cors_origins(settings: Settings) -> str | list[str] | None:
 
 
 def create_server(settings: Settings) -> socketio.AsyncServer:
-    """An ASGI AsyncServer; with a Redis URL, rooms are shared through Redis pub/sub."""
-    manager = (
-        socketio.AsyncRedisManager(settings.redis_url, channel=settings.redis_channel)
-        if settings.redis_url
-        else None
-    )
+    """An ASGI AsyncServer: each event a task (ordered per socket by the namespace), limits from settings."""
     return socketio.AsyncServer(
         async_mode="asgi",
-        client_manager=manager,
         cors_allowed_origins=cors_origins(settings),
         max_http_buffer_size=settings.max_socket_packet_bytes,
         always_connect=False,
         logger=False,
         engineio_logger=False,
     )
-
-
-class BrokerCheck:
-    """A small Redis client of its own, so /readyz can tell whether the broker answers."""
-
-    def __init__(self, url: str) -> None:
-        self._client = redis.asyncio.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-
-    async def ping(self) -> None:
-        """Raise unless Redis answers PING."""
-        await self._client.ping()
-
-    async def close(self) -> None:
-        """Close the client's connections."""
-        await self._client.aclose()

@@ -1,7 +1,9 @@
-"""The database engine: opened and closed with the app, SQLite tuned for a chat's writes."""
+"""The database: engines and session factories opened with the app, SQLite tuned for a chat's writes."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -9,28 +11,86 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+SQLITE_BUSY_MS = 5000  # how long a SQLite writer waits for another process's write lock
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # WAL lets readers run beside the writer; NORMAL keeps commits durable
-    # against a crashed process (not a lost machine) at a fraction of FULL's cost.
+def _sqlite_connect(synchronous: str, dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets readers run beside the writer. FULL makes every commit durable against
+    # power loss, as the contract promises for an acked message; group commit keeps
+    # its cost to one fsync per batch.
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute(f"PRAGMA synchronous={synchronous}")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
     cursor.close()
+    # SQLAlchemy, not the driver, begins transactions (see _sqlite_begin).
+    dbapi_connection.isolation_level = None
+
+
+def _sqlite_begin(statement: str, conn: Connection) -> None:
+    conn.exec_driver_sql(statement)
+
+
+def _sqlite_engine(url: str, *, synchronous: str, writer: bool) -> AsyncEngine:
+    # One writer connection per process, whose transactions take the write lock at
+    # BEGIN: writes wait their turn (in the pool, or on busy_timeout for another
+    # process) instead of failing with "database is locked" when a read
+    # transaction tries to upgrade.
+    options: dict[str, Any] = {"pool_size": 1, "max_overflow": 0, "pool_timeout": 60} if writer else {}
+    engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_MS / 1000}, **options)
+    event.listen(engine.sync_engine, "connect", partial(_sqlite_connect, synchronous))
+    event.listen(engine.sync_engine, "begin", partial(_sqlite_begin, "BEGIN IMMEDIATE" if writer else "BEGIN"))
+    return engine
+
+
+@dataclass
+class Database:
+    """A database's engines: `reads` for queries, `writes` for transactions that change rows.
+
+    On PostgreSQL both are one pool. On SQLite, writes go through one connection
+    per process that takes the write lock when its transaction begins.
+    """
+
+    engine: AsyncEngine
+    write_engine: AsyncEngine
+    reads: async_sessionmaker[AsyncSession]
+    writes: async_sessionmaker[AsyncSession]
+
+    @property
+    def is_sqlite(self) -> bool:
+        """True for SQLite, False for PostgreSQL."""
+        return self.engine.dialect.name == "sqlite"
+
+    async def dispose(self) -> None:
+        """Close every connection."""
+        await self.engine.dispose()
+        if self.write_engine is not self.engine:
+            await self.write_engine.dispose()
+
+
+def open_database(url: str, *, sqlite_synchronous: str = "FULL") -> Database:
+    """Engines and session factories for the URL; nothing connects until first use."""
+    if url.startswith("sqlite"):
+        engine = _sqlite_engine(url, synchronous=sqlite_synchronous, writer=False)
+        write_engine = _sqlite_engine(url, synchronous=sqlite_synchronous, writer=True)
+    else:
+        engine = write_engine = create_engine(url)
+    return Database(engine, write_engine, sessionmaker(engine), sessionmaker(write_engine))
 
 
 def create_engine(url: str) -> AsyncEngine:
-    """An async engine for the URL; SQLite connections get WAL and foreign keys."""
+    """One engine for the URL (migrations, one-off commands); on SQLite, a writer's."""
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 5})
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-        return engine
+        return _sqlite_engine(url, synchronous="FULL", writer=True)
     return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
 
 

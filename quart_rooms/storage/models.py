@@ -15,6 +15,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    func,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -59,6 +60,10 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The change-log position that last ended the account's tokens (its creation, a
+    # password change, disabling): tokens carry it as `ver` and must match. Positions
+    # only grow, so a re-created account never matches an old token.
+    token_version: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -71,6 +76,9 @@ class Room(Base):
     public: Mapped[bool] = mapped_column(Boolean, default=False)
     # The id of the room's newest message: the next one is last_message_id + 1.
     last_message_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Changes when a room of this name is deleted and created again (contract 1.1,
+    # "Recovery is bounded and honest"): the change-log position of its creation.
+    epoch: Mapped[str] = mapped_column(String(20), default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -92,6 +100,8 @@ class Message(Base):
     body: Mapped[str] = mapped_column(Text)
     client_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # A deleted message keeps its id, author and time; its text is gone (a tombstone).
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
 
     __table_args__ = (UniqueConstraint("username", "client_id", name="uq_messages_username_client_id"),)
 
@@ -120,4 +130,27 @@ class AuditEntry(Base):
     target: Mapped[str] = mapped_column(String(200))
 
 
+class Change(Base):
+    """One entry of the admin-change log, which every server process follows in id order."""
+
+    __tablename__ = "changes"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    ts: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    kind: Mapped[str] = mapped_column(String(32))
+    data: Mapped[str] = mapped_column(Text)  # JSON
+
+
+class ChangeHead(Base):
+    """The newest change id, in one row: taking the next id locks it, so ids commit in order."""
+
+    __tablename__ = "change_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last_id: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 Index("ix_grants_user_id", Grant.user_id)
+# Names are unique regardless of case (contract 1.1, "Names").
+Index("ix_users_username_lower", func.lower(User.username), unique=True)
+Index("ix_rooms_name_lower", func.lower(Room.name), unique=True)

@@ -26,10 +26,7 @@ from hypercorn.asyncio import serve
 from hypercorn.config import Config
 from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, async_playwright, expect
 
-from quart_rooms.access import Access
-from quart_rooms.admin.service import Admin
 from quart_rooms.app import create_app
-from quart_rooms.notify import NullNotifier
 from quart_rooms.services import Services
 from quart_rooms.settings import load_settings
 from tests.helpers import Api
@@ -102,9 +99,7 @@ class LiveServer:
 
     async def create_admin(self) -> None:
         assert self.services is not None
-        admin = Admin(self.services.sessions, Access(self.services.sessions), NullNotifier())
-        await admin.create_user("test", "admin", ADMIN_PASSWORD, is_admin=True)
-        self.services.access.invalidate()
+        await self.services.admin.create_user("test", "admin", ADMIN_PASSWORD, is_admin=True)
 
 
 @pytest.fixture

@@ -9,6 +9,12 @@ const PAGE = 50; // older messages per HTTP page
 const ACK_TIMEOUT = 10_000;
 const EXPIRED = "Your session expired. Please sign in again.";
 const ENDED = "The server ended your session. Please sign in again.";
+// Why the server ended a session (event session_expired {reason}, docs/api.md).
+const END_REASONS = {
+  account_changed: "An admin disabled your account or set a new password. Please sign in again.",
+  account_deleted: "Your account was deleted.",
+  signed_out: "You signed out in another tab or window. Please sign in again.",
+};
 
 const SEND_ERRORS = {
   forbidden: () => "You may not write in this room.",
@@ -26,6 +32,7 @@ const state = {
   everConnected: false,
   freshNeeded: false, // the next (re)connection renews the token through the cookie first
   expired: false,
+  endedBy: null, // the message for a session the server ended on purpose
   refusals: 0,
   rooms: new Map(), // name -> {name, title, public, role}: rooms the user may join
   joined: new Map(), // name -> JoinedRoom
@@ -625,7 +632,12 @@ function connect() {
       : `You no longer have access to room ${k.room}; you were removed from it.`);
   });
 
-  socket.on("session_expired", () => {
+  socket.on("session_expired", (info) => {
+    const reason = info && info.reason;
+    if (END_REASONS[reason]) {
+      state.endedBy = END_REASONS[reason];
+      return;
+    }
     state.expired = true;
     notify("Your session expired. Trying to renew it…", "warn");
   });
@@ -643,7 +655,7 @@ async function resumeAfterServerDisconnect(socket) {
   }
   if (state.stopped || state.socket !== socket) return;
   if (ok === false) {
-    sessionOver(state.expired ? EXPIRED : ENDED);
+    sessionOver(state.endedBy || (state.expired ? EXPIRED : ENDED));
     return;
   }
   if (state.expired && ok) notify("Your session was renewed; you are connected again.", "info");
@@ -700,6 +712,7 @@ export function start(me) {
   stop({ forgetRooms: false });
   state.me = me.username;
   state.stopped = false;
+  state.endedBy = null;
   state.everConnected = false;
   state.freshNeeded = false;
   const saved = recall(me.username);

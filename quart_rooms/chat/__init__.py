@@ -1,0 +1,1 @@
+"""Chat use cases with no transport in them: joins and history, posting, deletion, limits."""
