@@ -11,9 +11,11 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 ENV_PREFIX = "QUART_ROOMS_"
 CONFIG_ENV = ENV_PREFIX + "CONFIG"
+PLACEHOLDER_SECRETS = {"secret", "changeme", "change-me", "your-secret", "jwt-secret", "replace-me"}
 JWT_ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "ES256", "EdDSA")
 
 
@@ -126,9 +128,57 @@ def _read_toml(text: str, source: str) -> dict[str, Any]:
         raise SettingsError(f"{source} is not valid TOML: {exc}") from exc
 
 
+def check_origin(origin: str) -> str | None:
+    """What is wrong with an allowed_origins entry, or None for a valid origin.
+
+    A browser's Origin header is `scheme://host[:port]` with no path, not
+    even a trailing slash (RFC 6454 section 6.1), so anything else could
+    never match and would refuse every browser.
+    """
+    if origin == "*":
+        return None
+    parts = urlsplit(origin)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "must start with http:// or https:// and name a host"
+    if parts.path or parts.query or parts.fragment or parts.username or parts.password or origin.endswith("/"):
+        return "must be only scheme://host[:port], with no path, not even a trailing slash"
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        return "has a port that is not a number from 0 to 65535"
+    if origin != origin.lower():
+        return "must be in lower case, as browsers send it"
+    return None
+
+
+def check_jwt_secret(secret: str, algorithm: str) -> str | None:
+    """What is wrong with a configured HS secret, or None.
+
+    RFC 7518 section 3.2: an HMAC key must be at least as long as the hash
+    output (32 bytes for HS256, 48 for HS384, 64 for HS512). Placeholders
+    from examples are refused too.
+    """
+    need = {"HS256": 32, "HS384": 48, "HS512": 64}[algorithm]
+    if secret.lower() in PLACEHOLDER_SECRETS or secret.lower().startswith(("replace-with", "change-me", "changeme")):
+        return "is a placeholder from an example; generate one (see config/default.toml)"
+    if len(secret.encode()) < need:
+        return f"must be at least {need} bytes for {algorithm} (RFC 7518 section 3.2)"
+    if len(set(secret)) < 8:
+        return "is too repetitive to be a secret"
+    return None
+
+
 def _check(values: Mapping[str, Any]) -> None:
     if values["jwt_algorithm"] not in JWT_ALGORITHMS:
         raise SettingsError(f"setting 'jwt_algorithm' must be one of {', '.join(JWT_ALGORITHMS)}")
+    if values["jwt_secret"] and values["jwt_algorithm"].startswith("HS"):
+        problem = check_jwt_secret(values["jwt_secret"], values["jwt_algorithm"])
+        if problem:
+            raise SettingsError(f"setting 'jwt_secret' {problem}")
+    for origin in values["allowed_origins"]:
+        problem = check_origin(origin)
+        if problem:
+            raise SettingsError(f"setting 'allowed_origins': {origin!r} {problem}")
     if not values["jwt_algorithm"].startswith("HS"):
         for key in ("jwt_private_key_file", "jwt_public_key_file"):
             if not values[key]:

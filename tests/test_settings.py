@@ -74,3 +74,38 @@ def test_generated_secret_is_random_and_kept(tmp_path: Path) -> None:
     assert jwt_secret(one) == first
     assert jwt_secret(two) != first
     assert (tmp_path / "a" / "jwt_secret").stat().st_mode & 0o077 == 0
+
+
+@pytest.mark.parametrize("origin", [
+    "https://chat.example.com/", "chat.example.com", "https://chat.example.com/chat", "ftp://chat.example.com",
+    "https://", "https://Chat.Example.com", "https://chat.example.com:99999", "https://user@chat.example.com",
+])
+def test_origins_that_no_browser_sends_are_refused(origin: str) -> None:
+    """An allowed_origins entry that can never equal a browser's Origin header stops the start."""
+    with pytest.raises(SettingsError, match="allowed_origins"):
+        load_settings(environ={"QUART_ROOMS_ALLOWED_ORIGINS": origin})
+
+
+def test_real_origins_are_accepted() -> None:
+    """Origins exactly as browsers send them load."""
+    settings = load_settings(environ={"QUART_ROOMS_ALLOWED_ORIGINS": "https://chat.example.com,http://10.0.0.5:8080"})
+    assert settings.allowed_origins == ["https://chat.example.com", "http://10.0.0.5:8080"]
+
+
+@pytest.mark.parametrize(("secret", "algorithm", "problem"), [
+    ("x", "HS256", "at least 32 bytes"),
+    ("a" * 40, "HS256", "repetitive"),
+    ("replace-with-64-random-characters", "HS256", "placeholder"),
+    ("0123456789abcdef0123456789abcdef0123", "HS512", "at least 64 bytes"),
+])
+def test_weak_jwt_secrets_are_refused(secret: str, algorithm: str, problem: str) -> None:
+    """RFC 7518 section 3.2: an HMAC key as long as the hash at least; no example placeholders."""
+    with pytest.raises(SettingsError, match=problem):
+        load_settings(environ={"QUART_ROOMS_JWT_SECRET": secret, "QUART_ROOMS_JWT_ALGORITHM": algorithm})
+
+
+def test_the_example_file_does_not_start_until_its_secret_is_replaced() -> None:
+    """config/example.toml as shipped is refused, naming the secret."""
+    example = Path(__file__).parent.parent / "config" / "example.toml"
+    with pytest.raises(SettingsError, match="jwt_secret.*placeholder"):
+        load_settings(environ={"QUART_ROOMS_CONFIG": str(example)})
