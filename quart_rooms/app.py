@@ -20,6 +20,7 @@ from quart_rooms.api.rooms import blueprint as rooms_blueprint
 from quart_rooms.auth.routes import blueprint as auth_blueprint
 from quart_rooms.health import blueprint as health_blueprint
 from quart_rooms.presence import Presence, SharedPresence
+from quart_rooms.proxy import TrustedProxies, parse_networks
 from quart_rooms.realtime.broker import Broker
 from quart_rooms.realtime.compression import set_compression
 from quart_rooms.realtime.effects import LiveEffects
@@ -193,7 +194,7 @@ def create_app(settings: Settings | None = None) -> Any:
     realtime = Realtime(services)
     quart_app = create_quart(services, realtime)
     asgi = socketio.ASGIApp(realtime.sio, other_asgi_app=quart_app, socketio_path="socket.io")
-    app = limit_requests(asgi, settings)
-    app.services = services
+    app = TrustedProxies(limit_requests(asgi, settings), parse_networks(settings.trusted_proxies))
+    app.services = services  # type: ignore[attr-defined]
     app.realtime = realtime  # type: ignore[attr-defined]
     return app

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 
-from quart import Blueprint, Response, jsonify
+from quart import Blueprint, Response, jsonify, request
+from quart_schema import hide
 
 from quart_rooms.auth.http import services
+from quart_rooms.errors import NotFound
+from quart_rooms.proxy import in_networks, parse_networks
 from quart_rooms.storage.db import ping
 
 blueprint = Blueprint("health", __name__)
@@ -44,7 +47,14 @@ async def readyz() -> Response:
     return response
 
 
+LOOPBACK = ["127.0.0.1/32", "::1/128"]
+
+
 @blueprint.get("/metrics")
+@hide
 async def metrics() -> Response:
-    """The Prometheus text format of the server's metrics."""
-    return Response(services().metrics.render(), content_type="text/plain; version=0.0.4; charset=utf-8")
+    """The Prometheus text format of the server's metrics, to the addresses in `metrics_allow` only."""
+    svc = services()
+    if not in_networks(request.remote_addr, parse_networks(svc.settings.metrics_allow or LOOPBACK)):
+        raise NotFound("No such page.")
+    return Response(svc.metrics.render(), content_type="text/plain; version=0.0.4; charset=utf-8")

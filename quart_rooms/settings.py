@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from quart_rooms.proxy import parse_networks
+
 ENV_PREFIX = "QUART_ROOMS_"
 CONFIG_ENV = ENV_PREFIX + "CONFIG"
 PLACEHOLDER_SECRETS = {"secret", "changeme", "change-me", "your-secret", "jwt-secret", "replace-me"}
@@ -42,6 +44,8 @@ class Settings:
     refresh_token_ttl: int
     allowed_origins: list[str] = field(default_factory=list)
     allow_any_origin: bool
+    trusted_proxies: list[str] = field(default_factory=list)
+    metrics_allow: list[str] = field(default_factory=list)
     max_message_chars: int
     max_recovery: int
     messages_per_10s: int
@@ -175,6 +179,11 @@ def _check(values: Mapping[str, Any]) -> None:
         problem = check_jwt_secret(values["jwt_secret"], values["jwt_algorithm"])
         if problem:
             raise SettingsError(f"setting 'jwt_secret' {problem}")
+    for key in ("trusted_proxies", "metrics_allow"):
+        try:
+            parse_networks(values[key])
+        except ValueError as exc:
+            raise SettingsError(f"setting {key!r}: {exc}") from None
     for origin in values["allowed_origins"]:
         problem = check_origin(origin)
         if problem:
