@@ -537,6 +537,10 @@ function sessionOver(reason) {
 function connect() {
   const socket = window.io({
     path: "/socket.io/",
+    // WebSocket first, long-polling only if it fails: polling needs sticky sessions,
+    // which `serve --workers N` on one port cannot give (docs/deploy.md).
+    transports: ["websocket", "polling"],
+    tryAllTransports: true,
     autoConnect: false,
     reconnectionDelay: 500,
     reconnectionDelayMax: 5000,
