@@ -113,7 +113,7 @@ async def running(settings: Settings, *, port: int | None = None) -> AsyncIterat
     url = f"http://127.0.0.1:{port}"
     try:
         await _wait_ready(url, task)
-        yield Server(url=url, services=services, admin_password=ADMIN_PASSWORD)
+        yield Server(url=url, services=services, admin_password=ADMIN_PASSWORD, app=app)
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)

@@ -20,6 +20,7 @@ class Server:
     url: str
     services: Services
     admin_password: str
+    app: Any = None  # the ASGI app (its `realtime` holds the live side)
 
 
 class Api:
