@@ -6,9 +6,9 @@ import argparse
 import asyncio
 import getpass
 import importlib.util
-import logging
 import sys
 
+from quart_rooms.logs import configure_logging
 from quart_rooms.settings import Settings, SettingsError, load_settings
 
 
@@ -119,8 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    configure_logging(settings)
     if args.command == "serve":
         return _serve(settings, args)
     if args.command == "create-user":

@@ -65,6 +65,8 @@ class Settings:
     body_timeout: int
     event_loop: str
     log_level: str
+    log_format: str
+    access_log: bool
 
     @property
     def instance_dir(self) -> Path:
@@ -202,6 +204,8 @@ def _check(values: Mapping[str, Any]) -> None:
     for key in positive:
         if values[key] <= 0:
             raise SettingsError(f"setting {key!r} must be greater than 0, got {values[key]}")
+    if values["log_format"] not in ("text", "json"):
+        raise SettingsError(f"setting 'log_format' must be text or json, got {values['log_format']!r}")
     if values["sqlite_synchronous"] not in ("FULL", "NORMAL"):
         raise SettingsError(f"setting 'sqlite_synchronous' must be FULL or NORMAL, got {values['sqlite_synchronous']!r}")
     if values["event_loop"] not in ("uvloop", "asyncio"):
