@@ -102,6 +102,8 @@ class Access:
         self._decisions: dict[tuple[Principal, str], RoomAccess | None] = {}
         # Bumped by every invalidation: work that read access before it must not act on what it read.
         self.generation = 0
+        # Told the reason of every denial (the metrics count them).
+        self.on_denied: Callable[[str], None] = lambda reason: None
 
     def invalidate(self) -> None:
         """Forget every cached answer (after any change to users, rooms, grants or sessions)."""
@@ -160,6 +162,7 @@ class Access:
         if found is None or ROLE_RANK[found.role] < ROLE_RANK[need]:
             reason = "no_access" if found is None else f"role_{found.role}"
             log.info("access denied: user=%s room=%r need=%s reason=%s", user.username, room, need, reason)
+            self.on_denied(reason)
             raise Forbidden("You may not do that in this room." if found else "You may not enter this room.")
         return found
 

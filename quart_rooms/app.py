@@ -52,7 +52,9 @@ class Realtime:
         self.namespace = ChatNamespace(settings, services.tokens, services.chat, self.hub, services.metrics)
         self.sio.register_namespace(self.namespace)
         services.feeds.deliver = self._deliver
-        services.changes.listeners.append(LiveEffects(self.hub, services.access, services.feeds, services.db))
+        services.changes.listeners.append(
+            LiveEffects(self.hub, services.access, services.feeds, services.db, services.metrics)
+        )
         self.hub.presence.on_reaped = self.hub.reaped
         self.broker: Broker | None = None
         if settings.redis_url:
@@ -71,7 +73,9 @@ class Realtime:
             self.broker.publish(message)
 
     def _deliver(self, event: str, room: str, data: dict[str, object]) -> None:
-        self.hub.deliver(event, room, data)
+        sent = self.hub.deliver(event, room, data)
+        if event == "message":
+            self.services.metrics.deliveries.inc(sent)
 
     def _received(self, message: dict[str, Any]) -> None:
         kind = message["t"]

@@ -17,6 +17,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -58,6 +59,7 @@ class Change:
     id: int
     kind: str
     data: dict[str, Any]
+    ts: datetime  # when it was appended (UTC)
 
 
 Listener = Callable[[Change], Awaitable[None]]
@@ -136,8 +138,8 @@ class ChangeLog:
         while True:
             async with self._sessions() as session:
                 batch = await queries.changes_after(session, self.position)
-            for change_id, kind, data in batch:
-                await self._apply(Change(change_id, kind, data))
+            for change_id, kind, data, ts in batch:
+                await self._apply(Change(change_id, kind, data, ts))
                 self.position = change_id
             async with self._caught_up:
                 self._caught_up.notify_all()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 from quart import Blueprint, Response, jsonify, request
-from quart_schema import hide
 
 from quart_rooms.auth.http import services
 from quart_rooms.errors import NotFound
@@ -51,7 +50,6 @@ LOOPBACK = ["127.0.0.1/32", "::1/128"]
 
 
 @blueprint.get("/metrics")
-@hide
 async def metrics() -> Response:
     """The Prometheus text format of the server's metrics, to the addresses in `metrics_allow` only."""
     svc = services()

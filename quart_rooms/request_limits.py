@@ -218,10 +218,12 @@ async def refuse(error: AppError, scope: Scope, receive: Receive, send: Send) ->
         await send({"type": "http.response.start", "status": error.status, "headers": headers})
         await send({"type": "http.response.body", "body": body, "more_body": False})
     finally:
-        drain.cancel()
+        drain.cancel()  # the response is out and the stream closed: nothing more will be queued
+        await asyncio.gather(drain, return_exceptions=True)
 
 
 async def _discard(receive: Receive) -> None:
+    """Read and drop request messages until the client disconnects."""
     while (await receive())["type"] == "http.request":
         pass
 

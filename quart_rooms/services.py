@@ -86,6 +86,7 @@ class Services:
             metrics=metrics,
         )
         changes.listeners.append(_invalidate(access))
+        access.on_denied = lambda reason: metrics.denials.labels(reason).inc()
         return services
 
     def committed(self, batch: dict[int, tuple[str, list[StoredMessage]]]) -> None:

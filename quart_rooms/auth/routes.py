@@ -13,8 +13,9 @@ from quart_rooms.api.schemas import Login, Refresh, TokenReply
 from quart_rooms.auth.http import services
 from quart_rooms.auth.passwords import needs_rehash
 from quart_rooms.auth.tokens import TokenPair, bearer_token
-from quart_rooms.errors import BadRequest, InvalidCredentials, Unauthorized
+from quart_rooms.errors import BadRequest, InvalidCredentials, RateLimited, Unauthorized
 from quart_rooms.storage import queries
+from quart_rooms.storage.models import User
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("auth", __name__, url_prefix="/api/auth")
@@ -47,14 +48,18 @@ async def login(data: Login) -> Response:
     """Exchange a username (any case) and password for an access and a refresh token."""
     svc = services()
     address = _client_address()
-    async with svc.throttle.attempt(data.username, address) as attempt:
-        async with svc.db.reads() as session:
-            user = await queries.get_user(session, data.username)
-        ok = await svc.passwords.verify(user.password_hash if user else None, data.password)
-        if user is None or not ok or user.disabled:
-            log.info("sign-in failed: user=%r address=%s", data.username, address)
-            raise InvalidCredentials()
-        attempt.succeeded = True
+    try:
+        async with svc.throttle.attempt(data.username, address) as attempt:
+            user = await _check_password(data, address)
+            attempt.succeeded = True
+    except RateLimited:
+        svc.metrics.sign_ins.labels("throttled").inc()
+        log.info("sign-in throttled: user=%r address=%s", data.username, address)
+        raise
+    except InvalidCredentials:
+        svc.metrics.sign_ins.labels("failure").inc()
+        log.info("sign-in failed: user=%r address=%s", data.username, address)
+        raise
     # Hashing happens before the write transaction, which stays short.
     rehashed = await svc.passwords.hash(data.password) if needs_rehash(user.password_hash) else None
     async with svc.db.writes() as session:
@@ -62,8 +67,20 @@ async def login(data: Login) -> Response:
             await queries.set_password_hash(session, user.id, rehashed)
         pair = await svc.tokens.issue_pair(session, user)
         await session.commit()
+    svc.metrics.sign_ins.labels("success").inc()
     log.info("sign-in: user=%s address=%s", user.username, address)
     return _token_reply(pair)
+
+
+async def _check_password(data: Login, address: str) -> User:
+    """The enabled account whose password this is; InvalidCredentials otherwise (same reply for all)."""
+    svc = services()
+    async with svc.db.reads() as session:
+        user = await queries.get_user(session, data.username)
+    ok = await svc.passwords.verify(user.password_hash if user else None, data.password)
+    if user is None or not ok or user.disabled:
+        raise InvalidCredentials()
+    return user
 
 
 def _refresh_token(data: Refresh | None) -> str | None:

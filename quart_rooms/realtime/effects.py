@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from datetime import datetime, timezone
 from typing import Any
 
 from quart_rooms.access import Access, Role, effective_role
 from quart_rooms.changes import Change
 from quart_rooms.chat.feed import Feeds
+from quart_rooms.metrics import Metrics
 from quart_rooms.realtime.hub import Hub
 from quart_rooms.realtime.sessions import Socket
 from quart_rooms.storage import queries
@@ -30,16 +32,19 @@ log = logging.getLogger(__name__)
 class LiveEffects:
     """A change-log listener acting on this process's sockets and room feeds."""
 
-    def __init__(self, hub: Hub, access: Access, feeds: Feeds, db: Database) -> None:
+    def __init__(self, hub: Hub, access: Access, feeds: Feeds, db: Database, metrics: Metrics) -> None:
         self.hub = hub
         self.access = access
         self.feeds = feeds
         self.db = db
+        self.metrics = metrics
+        self._change: Change | None = None
 
     async def __call__(self, change: Change) -> None:
         """Apply one change (in log order; the access caches were dropped for it already)."""
         handler = getattr(self, "_" + change.kind.replace(".", "_"), None)
         if handler is not None:
+            self._change = change
             await handler(change.data)
 
     # Accounts and sessions -----------------------------------------------------
@@ -135,7 +140,9 @@ class LiveEffects:
             return
         if after is None:
             for socket in sockets:
-                await self.hub.kick(socket, room, "revoked")
+                if await self.hub.kick(socket, room, "revoked") and self._change is not None:
+                    lag = (datetime.now(timezone.utc) - self._change.ts).total_seconds()
+                    self.metrics.revocation_seconds.observe(max(0.0, lag))
         self._tell(sockets, room, after)
 
     def _tell(self, sockets: list[Socket], room: str, role: Role | None) -> None:

@@ -31,16 +31,20 @@ def _packet(sio: socketio.AsyncServer, event: str, data: Any) -> eio_packet.Pack
     return eio_packet.Packet(eio_packet.MESSAGE, encoded)
 
 
-def deliver(sio: socketio.AsyncServer, event: str, data: Any, room: str, *, skip: Collection[str] = ()) -> None:
-    """Emit `event` with `data` to every local socket in Socket.IO room `room` but the `skip` sids."""
+def deliver(sio: socketio.AsyncServer, event: str, data: Any, room: str, *, skip: Collection[str] = ()) -> int:
+    """Emit `event` with `data` to every local socket in Socket.IO room `room` but the `skip` sids;
+    how many sockets got it."""
     pkt = _packet(sio, event, data)
     sockets = sio.eio.sockets
+    sent = 0
     for sid, eio_sid in sio.manager.get_participants(NAMESPACE, room):
         if sid in skip:
             continue
         socket = sockets.get(eio_sid)
         if socket is not None and not socket.closed:
             socket.queue.put_nowait(pkt)
+            sent += 1
+    return sent
 
 
 def send(sio: socketio.AsyncServer, sid: str, event: str, data: Any) -> None:

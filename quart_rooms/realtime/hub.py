@@ -28,9 +28,9 @@ class Hub:
         self.publish: Callable[[dict[str, Any]], None] = lambda message: None
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def deliver(self, event: str, room: str, data: dict[str, object]) -> None:
-        """An event to every local socket in a chat room (the room feeds' way out)."""
-        deliver(self.sio, event, data, internal_room(room))
+    def deliver(self, event: str, room: str, data: dict[str, object]) -> int:
+        """An event to every local socket in a chat room (the room feeds' way out); how many got it."""
+        return deliver(self.sio, event, data, internal_room(room))
 
     def enter(self, socket: Socket, room: str) -> None:
         """Put the socket in the Socket.IO room now, without suspending (see RoomFeed)."""
@@ -60,16 +60,19 @@ class Hub:
         for room, user in gone:
             self.announce(room, user, "left")
 
-    async def kick(self, socket: Socket, room: str, reason: str) -> None:
-        """The socket leaves the room first, then gets `kicked`, so no message slips in between."""
+    async def kick(self, socket: Socket, room: str, reason: str) -> bool:
+        """The socket leaves the room first, then gets `kicked`, so no message slips in between.
+
+        False when the socket was not in the room."""
         if socket.room(room) is None:
-            return
+            return False
         name = socket.rooms[room.lower()]
         self.sio.manager.basic_leave_room(socket.sid, "/", internal_room(name))
         socket.rooms.pop(name.lower(), None)
         send(self.sio, socket.sid, "kicked", {"room": name, "reason": reason})
         if await self.presence.leave(name, socket.user.username, socket.sid):
             self.announce(name, socket.user.username, "left")
+        return True
 
     def tell(self, socket: Socket, event: str, data: dict[str, object]) -> None:
         """An event to one socket."""

@@ -59,6 +59,12 @@ def _token_from(environ: dict[str, Any], auth: Any) -> str | None:
     return bearer_token(environ.get("HTTP_AUTHORIZATION"))
 
 
+def _address(environ: dict[str, Any]) -> str:
+    scope = environ.get("asgi.scope") or {}
+    client = scope.get("client") or (environ.get("REMOTE_ADDR"), 0)
+    return str(client[0])
+
+
 def _internal_error(event: str) -> Ack:
     log.exception("event %s failed", event)
     return {"ok": False, "error": "internal_error", "message": "Something went wrong on the server."}
@@ -151,6 +157,7 @@ class ChatNamespace(socketio.AsyncNamespace):
                 raise _TooManySockets(f"At most {limit} connections per user.")
         except AppError as error:
             self.metrics.connects_refused.labels(error.code).inc()
+            log.info("connect refused: code=%s address=%s", error.code, _address(environ))
             raise socketio.exceptions.ConnectionRefusedError(
                 error.message, {"code": error.code, "message": error.message}
             ) from None
@@ -265,6 +272,8 @@ class ChatNamespace(socketio.AsyncNamespace):
         try:
             pending = await self.chat.post(user, room, msg, client_id)
         except AppError as error:
+            if error.code == "rate_limited":
+                self.metrics.rate_limited.labels("messages").inc()
             if error.code == "rate_limited" and socket.refused(10.0) > 2 * self.settings.messages_per_10s:
                 log.warning("socket %s of %s keeps sending past its rate limit; disconnecting",
                             socket.sid, user.username)

@@ -387,12 +387,15 @@ async def last_change_id(session: AsyncSession) -> int:
     return int((await session.execute(select(ChangeHead.last_id).where(ChangeHead.id == 1))).scalar_one())
 
 
-async def changes_after(session: AsyncSession, position: int, limit: int = 500) -> list[tuple[int, str, dict[str, Any]]]:
-    """(id, kind, data) of the changes after `position`, oldest first."""
+async def changes_after(
+    session: AsyncSession, position: int, limit: int = 500
+) -> list[tuple[int, str, dict[str, Any], datetime]]:
+    """(id, kind, data, time) of the changes after `position`, oldest first."""
     rows = await session.execute(
-        select(Change.id, Change.kind, Change.data).where(Change.id > position).order_by(Change.id).limit(limit)
+        select(Change.id, Change.kind, Change.data, Change.ts).where(Change.id > position).order_by(Change.id)
+        .limit(limit)
     )
-    return [(change_id, kind, json.loads(data)) for change_id, kind, data in rows.all()]
+    return [(change_id, kind, json.loads(data), ts) for change_id, kind, data, ts in rows.all()]
 
 
 # Audit ------------------------------------------------------------------------
