@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 APPLY_WAIT = 5.0  # seconds a reply waits for this process to have applied its own change
 
 
-async def commit_change(session: AsyncSession, log: ChangeLog, change_id: int | None) -> None:
+async def commit_change(session: AsyncSession, changes: ChangeLog, change_id: int | None) -> None:
     """Commit a transaction that appended `change_id`, then see it applied here before replying.
 
     Other processes follow the log on their own; this process applies the
@@ -46,10 +46,12 @@ async def commit_change(session: AsyncSession, log: ChangeLog, change_id: int | 
     process's sockets are done.
     """
     await session.commit()
+    for actor, action, target in session.info.pop("audit", ()):
+        log.info("admin action: actor=%s action=%s target=%s", actor, action, target)
     if change_id is not None:
-        log.committed()
-        if log.following:
-            await log.wait_applied(change_id, APPLY_WAIT)
+        changes.committed()
+        if changes.following:
+            await changes.wait_applied(change_id, APPLY_WAIT)
 
 
 @dataclass(frozen=True, slots=True)

@@ -401,8 +401,9 @@ async def changes_after(
 # Audit ------------------------------------------------------------------------
 
 def audit(session: AsyncSession, actor: str, action: str, target: str) -> None:
-    """Add an audit entry to the session's transaction."""
+    """Add an audit entry to the session's transaction (listed in session.info["audit"] too)."""
     session.add(AuditEntry(actor=actor, action=action, target=target))
+    session.info.setdefault("audit", []).append((actor, action, target))
 
 
 async def audit_entries(session: AsyncSession, limit: int) -> Sequence[AuditEntry]:
