@@ -1,4 +1,4 @@
-"""The command line: serve, create-user, migrate."""
+"""The command line: serve, create-user, migrate, backup."""
 
 from __future__ import annotations
 
@@ -7,7 +7,11 @@ import asyncio
 import getpass
 import importlib.util
 import sys
+from contextlib import closing
+from pathlib import Path
 
+from quart_rooms import __version__
+from quart_rooms.auth.passwords import MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS
 from quart_rooms.logs import configure_logging
 from quart_rooms.settings import Settings, SettingsError, load_settings
 
@@ -52,7 +56,7 @@ async def _prepare(settings: Settings) -> None:
 def _read_password() -> str:
     if not sys.stdin.isatty():
         return sys.stdin.readline().rstrip("\n")
-    first = getpass.getpass("Password: ")
+    first = getpass.getpass(f"Password ({MIN_PASSWORD_CHARS} characters or more): ")
     if first != getpass.getpass("Password again: "):
         raise SystemExit("error: the passwords differ")
     return first
@@ -94,9 +98,34 @@ async def _migrate(settings: Settings) -> None:
         await engine.dispose()
 
 
+def _backup(settings: Settings, target: Path) -> int:
+    """Copy a live SQLite database to `target` with SQLite's online backup API (consistent while serving)."""
+    import sqlite3
+
+    from sqlalchemy.engine import make_url
+
+    url = make_url(settings.resolved_database_url)
+    if url.get_backend_name() != "sqlite":
+        print("error: backup copies SQLite databases; for PostgreSQL use pg_dump "
+              "(e.g. pg_dump -Fc -f quart-rooms.dump <database>)", file=sys.stderr)
+        return 2
+    source = Path(url.database or "")
+    if not source.is_file():
+        print(f"error: no database at {source}", file=sys.stderr)
+        return 1
+    if target.exists():
+        print(f"error: {target} exists; name a new file", file=sys.stderr)
+        return 1
+    with closing(sqlite3.connect(f"file:{source}?mode=ro", uri=True)) as live, closing(sqlite3.connect(target)) as copy:
+        live.backup(copy)
+    print(f"backed up {source} to {target}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser of `quart-rooms`."""
     top = argparse.ArgumentParser(prog="quart-rooms", description="Room-based real-time messaging server.")
+    top.add_argument("--version", action="version", version=f"quart-rooms {__version__}")
     commands = top.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the server under Hypercorn")
     serve.add_argument("--host", help="address to listen on (default from settings: 127.0.0.1)")
@@ -104,10 +133,16 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=1, help="worker processes (more than 1 needs redis_url)")
     serve.add_argument("--loop", choices=["uvloop", "asyncio"], help="event loop (default from settings: uvloop)")
     serve.add_argument("--uvloop", dest="loop", action="store_const", const="uvloop", help=argparse.SUPPRESS)
-    create = commands.add_parser("create-user", help="create an account (password from stdin or a prompt)")
+    create = commands.add_parser(
+        "create-user",
+        help=f"create an account; the password ({MIN_PASSWORD_CHARS}-{MAX_PASSWORD_CHARS} characters) "
+        "comes from standard input, or a prompt on a terminal",
+    )
     create.add_argument("username")
     create.add_argument("--admin", action="store_true", help="make the account an admin")
     commands.add_parser("migrate", help="bring the database schema up to date")
+    backup = commands.add_parser("backup", help="copy the SQLite database while it serves (PostgreSQL: use pg_dump)")
+    backup.add_argument("path", type=Path, help="the new file to write")
     return top
 
 
@@ -122,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings)
     if args.command == "serve":
         return _serve(settings, args)
+    if args.command == "backup":
+        return _backup(settings, args.path)
     if args.command == "create-user":
         from quart_rooms.errors import AppError
 

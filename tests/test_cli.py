@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -54,11 +55,29 @@ def test_serve_create_user_and_sign_in(tmp_path: Path) -> None:
         assert me.json() == {"username": "root", "is_admin": True}
         assert (tmp_path / "instance" / "quart-rooms.db").exists()
         assert (tmp_path / "instance" / "jwt_secret").exists()
+        backed = run_cli(["backup", "copy.db"], tmp_path)  # while the server runs
+        assert backed.returncode == 0, backed.stderr
+        with sqlite3.connect(tmp_path / "copy.db") as copy:
+            assert copy.execute("SELECT username FROM users").fetchall() == [("root",)]
+        again = run_cli(["backup", "copy.db"], tmp_path)
+        assert again.returncode == 1 and "exists" in again.stderr
     finally:
         server.send_signal(signal.SIGINT)
         output, _ = server.communicate(timeout=20)
     assert "quart-rooms create-user admin --admin" in output
     assert "serving on http://127.0.0.1:" in output
+
+
+def test_version_and_backup_of_postgresql(tmp_path: Path) -> None:
+    """--version names the release; backup points PostgreSQL users to pg_dump."""
+    from quart_rooms import __version__
+
+    version = run_cli(["--version"], tmp_path)
+    assert version.returncode == 0 and version.stdout.strip() == f"quart-rooms {__version__}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QUART_ROOMS_")}
+    env["QUART_ROOMS_DATABASE_URL"] = "postgresql+asyncpg://nobody@127.0.0.1:1/none"
+    refused = subprocess.run(CLI + ["backup", "x.db"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "pg_dump" in refused.stderr
 
 
 def test_migrate_and_bad_settings(tmp_path: Path) -> None:

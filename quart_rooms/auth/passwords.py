@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 from concurrent.futures import ThreadPoolExecutor
+from functools import cache
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -23,9 +24,13 @@ MAX_PASSWORD_CHARS = 1024
 
 # OWASP (2024): argon2id, m=19 MiB, t=2, p=1 as the minimum.
 _hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1, hash_len=32, type=Type.ID)
-# Verifying against this when the account does not exist keeps the reply time
-# the same, so timing does not tell which usernames exist.
-_DUMMY_HASH = _hasher.hash("quart-rooms-no-such-user")
+
+
+@cache
+def _dummy_hash() -> str:
+    """Verifying against this when the account does not exist keeps the reply time the same,
+    so timing does not tell which usernames exist (made on first use, not at import)."""
+    return _hasher.hash("quart-rooms-no-such-user")
 
 
 def hash_password(password: str) -> str:
@@ -36,7 +41,7 @@ def hash_password(password: str) -> str:
 def verify_password(password_hash: str | None, password: str) -> bool:
     """True when the password matches; a missing hash costs the same time and fails (blocking)."""
     try:
-        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+        return _hasher.verify(password_hash or _dummy_hash(), password) and password_hash is not None
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 
