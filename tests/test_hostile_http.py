@@ -296,14 +296,15 @@ async def test_unauthenticated_oversized_messages_do_not_grow_memory(tmp_path: P
     )
     try:
         async with httpx.AsyncClient() as http:
-            for _ in range(150):
+            deadline = time.monotonic() + 30  # a start takes about 2 s, far more on a busy machine
+            while True:
                 try:
                     if (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
                         break
                 except httpx.TransportError:
-                    await asyncio.sleep(0.1)
-            else:
-                raise AssertionError("serve did not start")
+                    pass
+                assert process.poll() is None and time.monotonic() < deadline, "serve did not start"
+                await asyncio.sleep(0.1)
         worker = _worker_of(process.pid)
         before = _memory(worker)
         started = time.monotonic()
