@@ -7,6 +7,10 @@ same JWT secret) while the browser stays open.
 Chromium: QUART_ROOMS_TEST_CHROMIUM, else /usr/bin/chromium. When that default
 is missing and the variable is unset the tests are skipped with the reason;
 when the variable is set, a missing browser fails them.
+
+One Chromium serves the whole run (starting it costs about two seconds), so
+these tests and their fixtures share the session's event loop; each test still
+gets its own server and its own browser contexts (cookies, storage).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import asyncio
 import os
 import secrets
 import socket
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +27,7 @@ from typing import Any
 
 import httpx
 import pytest
+import pytest_asyncio
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, async_playwright, expect
@@ -39,9 +45,21 @@ CHROMIUM_ARGS = [
 ]
 ADMIN_PASSWORD = "admin-password-1"
 USER_PASSWORD = "password-123"
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+REPO = Path(__file__).resolve().parents[2]
+# Screenshots go to a temporary folder, so a test run leaves the tracked files alone. To
+# take the ones in the docs: QUART_ROOMS_SCREENSHOTS=docs/screenshots python -m pytest tests/browser
+SCREENSHOTS_ENV = "QUART_ROOMS_SCREENSHOTS"
 
 expect.set_options(timeout=8000)
+HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The browser tests run in the session's event loop, where the shared browser lives."""
+    session_loop = pytest.mark.asyncio(loop_scope="session")
+    for item in items:
+        if pytest_asyncio.is_async_test(item) and HERE in item.path.parents:
+            item.add_marker(session_loop, append=False)
 
 
 def _free_port() -> int:
@@ -108,7 +126,7 @@ def server_settings() -> dict[str, Any]:
     return {}
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="session")
 async def live(tmp_path: Path, server_settings: dict[str, Any]) -> AsyncIterator[LiveServer]:
     """A running server with one admin account (admin / ADMIN_PASSWORD)."""
     server = LiveServer(tmp_path, server_settings)
@@ -120,7 +138,7 @@ async def live(tmp_path: Path, server_settings: dict[str, Any]) -> AsyncIterator
         await server.stop()
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="session")
 async def admin(live: LiveServer) -> AsyncIterator[Api]:
     """An HTTP client signed in as the admin (create_user, create_room, grant, revoke)."""
     async with Api(live) as client:  # type: ignore[arg-type]
@@ -142,9 +160,9 @@ def _chromium_path() -> str:
     return DEFAULT_CHROMIUM
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def browser() -> AsyncIterator[Browser]:
-    """Chromium, headless, for one test."""
+    """Chromium, headless, for the whole run."""
     path = _chromium_path()
     async with async_playwright() as playwright:
         instance = await playwright.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
@@ -197,7 +215,7 @@ class Tab:
         await expect(box).to_have_value("")
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="session")
 async def open_tab(browser: Browser, live: LiveServer) -> AsyncIterator[Callable[..., Awaitable[Tab]]]:
     """Open the page in a fresh browser context. At the end: no page errors and no CSP violations."""
     tabs: list[Tab] = []
@@ -234,6 +252,9 @@ async def open_tab(browser: Browser, live: LiveServer) -> AsyncIterator[Callable
 
 
 def save_screenshot(name: str) -> Path:
-    """Where a screenshot for the docs goes (docs/screenshots/<name>)."""
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    return SCREENSHOTS / name
+    """Where a screenshot goes: the folder QUART_ROOMS_SCREENSHOTS names (relative to the
+    repository, e.g. docs/screenshots), else a temporary folder."""
+    configured = os.environ.get(SCREENSHOTS_ENV)
+    folder = REPO / configured if configured else Path(tempfile.gettempdir()) / "quart-rooms-screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / name
