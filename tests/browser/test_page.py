@@ -83,13 +83,14 @@ async def test_only_permitted_rooms_are_listed_and_read_only_has_no_send_box(ope
 
 
 async def test_two_users_chat_in_a_room_and_a_third_elsewhere_sees_nothing(open_tab: Any, admin: Api) -> None:
-    for name in ("alice", "bob", "carol"):
+    for name in ("alice", "bob", "carol", "dave"):
         await admin.create_user(name)
     await admin.create_room("team", title="Team room")
     await admin.create_room("other")
     await admin.create_room("lobby", public=True, title="Everyone")
     await admin.grant("team", "alice")
     await admin.grant("team", "bob")
+    await admin.grant("team", "dave", "read")  # never signs in: listed as offline
     await admin.grant("other", "carol")
     alice, bob, carol = await open_tab(), await open_tab(), await open_tab()
     for tab, name in ((alice, "alice"), (bob, "bob"), (carol, "carol")):
@@ -99,7 +100,8 @@ async def test_two_users_chat_in_a_room_and_a_third_elsewhere_sees_nothing(open_
     await bob.open_room("team")
     await bob.open_room("lobby")  # bob is in two rooms and looks at lobby
 
-    await expect(alice.page.locator("#member-list")).to_contain_text("bob")
+    await expect(alice.page.locator("#member-list .member-name")).to_have_text(["alice", "bob", "dave"])
+    await expect(alice.page.locator("#member-list .member-state")).to_have_text(["online", "online", "offline"])
     await expect(alice.log("team").locator("li.system")).to_have_text(["bob joined"])
     await alice.say("hello bob")
     await expect(bob.room_button("team").locator(".unread")).to_have_text("1 unread")
@@ -168,10 +170,15 @@ async def test_admin_revokes_a_user_who_sees_the_kick_at_once(open_tab: Any, adm
     await users.get_by_role("button", name="Create user").click()
     await expect(page.locator("#users-status")).to_have_text("User dave was created.")
     await expect(page.locator('#users-body tr[data-user="dave"]')).to_contain_text("Active")
+    own = page.locator('#users-body tr[data-user="admin"]')  # the server refuses both for oneself
+    await expect(own).to_contain_text("admin (you)")
+    await expect(own.get_by_role("button", name="Disable")).to_have_count(0)
+    await expect(own.get_by_role("button", name="Delete user")).to_have_count(0)
 
     grants = page.get_by_role("region", name="Grants")
     await grants.get_by_label("Room", exact=True).select_option("team")
     await expect(page.locator("#grants-body tr")).to_have_count(2)
+    await expect(grants.get_by_label("Role", exact=True).locator("option")).to_have_count(3)  # write, read, moderate
     await grants.get_by_label("Username").fill("dave")
     await grants.get_by_label("Role", exact=True).select_option("read")
     await grants.get_by_role("button", name="Grant", exact=True).click()
@@ -197,10 +204,19 @@ async def test_admin_revokes_a_user_who_sees_the_kick_at_once(open_tab: Any, adm
     await expect(bob.page.locator("#signin-note")).to_have_text(
         "An admin disabled your account or set a new password. Please sign in again.")
     await expect(bob.page.locator("#chat-view")).to_be_hidden()
+
+    await page.get_by_role("button", name="Delete user dave").click()  # two steps, said in the status line
+    await expect(page.locator("#users-status")).to_contain_text('Press "Confirm delete" to delete dave.')
+    await expect(page.locator('#users-body tr[data-user="dave"]')).to_have_count(1)
+    await page.get_by_role("button", name="Confirm: delete user dave").click()
+    await expect(page.locator("#users-status")).to_have_text("User dave was deleted.")
+    await expect(page.locator('#users-body tr[data-user="dave"]')).to_have_count(0)
+    await expect(page.locator("#grants-body tr")).to_have_count(1)
     assert await visible_controls_without_label(boss) == []
     await page.screenshot(path=save_screenshot("admin.png"), full_page=True)
 
 
+@pytest.mark.parametrize("server_settings", [{"max_recovery": 2}])  # the rest of the recovery comes over HTTP
 async def test_restart_recovers_messages_sent_meanwhile_each_once(open_tab: Any, admin: Api, live: LiveServer) -> None:
     await admin.create_user("alice")
     await admin.create_user("bob")
@@ -229,22 +245,22 @@ async def test_restart_recovers_messages_sent_meanwhile_each_once(open_tab: Any,
     try:
         await bob.connect(await admin.token_for("bob"))
         assert (await bob.call("join", {"room": "team"}))["ok"]
-        for text in ("sent while away 1", "sent while away 2"):
+        for text in ("sent while away 1", "sent while away 2", "sent while away 3"):
             assert (await bob.call("message", {"room": "team", "msg": text}))["ok"]
         gate.set()
         await expect(page.locator("#conn")).to_have_text("Connected", timeout=15000)
         await expect(alice.messages("team")).to_have_text(
-            ["before the restart", "sent while away 1", "sent while away 2"])
-        await expect(alice.log("team").locator("li.system").last).to_have_text("Reconnected; 2 new messages since.")
+            ["before the restart", "sent while away 1", "sent while away 2", "sent while away 3"])
+        await expect(alice.log("team").locator("li.system").last).to_have_text("Reconnected; 3 new messages since.")
 
         assert (await bob.call("message", {"room": "team", "msg": "live again"}))["ok"]
         await alice.say("welcome back")
-        await expect(alice.messages("team")).to_have_text(
-            ["before the restart", "sent while away 1", "sent while away 2", "live again", "welcome back"])
-        await bob.wait_for("message", 4)
+        await expect(alice.messages("team")).to_have_text(["before the restart", "sent while away 1",
+                                                           "sent while away 2", "sent while away 3", "live again", "welcome back"])
+        await bob.wait_for("message", 5)
         await bob.settle(0.3)
         assert [m["msg"] for m in bob.events["message"]] == [
-            "sent while away 1", "sent while away 2", "live again", "welcome back"]
+            "sent while away 1", "sent while away 2", "sent while away 3", "live again", "welcome back"]
     finally:
         await bob.close()
         await page.unroute("**/api/auth/refresh")
@@ -253,17 +269,20 @@ async def test_restart_recovers_messages_sent_meanwhile_each_once(open_tab: Any,
 async def test_reload_keeps_the_user_signed_in_on_a_phone(open_tab: Any, admin: Api) -> None:
     await admin.create_user("alice")
     await admin.create_room("lobby", public=True, title="Everyone")
+    await admin.create_room("news", public=True, title="Announcements")
     tab = await open_tab(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
     page = tab.page
     await tab.sign_in("alice")
     await tab.open_room("lobby")
     await tab.say("still here after a reload")
+    await tab.say("the notes are at https://example.com/notes")
 
     await page.reload()
     await expect(page.locator("#whoami")).to_have_text("alice")
     await expect(page.locator("#conn")).to_have_text("Connected")
     await expect(page.get_by_role("region", name="Sign in")).to_be_hidden()
-    await expect(tab.messages("lobby")).to_have_text(["still here after a reload"])  # the open room is rejoined
+    await expect(tab.messages("lobby")).to_have_text(  # the open room is rejoined
+        ["still here after a reload", "the notes are at https://example.com/notes"])
 
     assert "quart_rooms_refresh" not in await page.evaluate("document.cookie")
     cookie = next(c for c in await tab.context.cookies() if c["name"] == "quart_rooms_refresh")
@@ -271,6 +290,11 @@ async def test_reload_keeps_the_user_signed_in_on_a_phone(open_tab: Any, admin: 
     assert await page.evaluate("JSON.stringify(localStorage).length + Object.keys(sessionStorage).join()") == "2quart-rooms.rooms"
     assert await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     await expect(page.get_by_role("textbox", name="Message")).to_be_in_viewport()
+    bars = await page.evaluate("""() => Object.fromEntries(['.topbar', '.rooms', '.room-head', '#members', '#composer']
+        .map((s) => [s, document.querySelector(s).getBoundingClientRect().height]))""")
+    assert bars[".topbar"] <= 48 and bars["#composer"] <= 64, bars  # one row each
+    assert sum(bars.values()) <= 0.3 * 844, bars  # the messages keep at least 70% of the height
+    await page.screenshot(path=save_screenshot("phone.png"))
 
     await page.get_by_role("button", name="Sign out").click()
     await expect(page.locator("#signin-note")).to_have_text("You have signed out.")

@@ -10,6 +10,7 @@ const MIN_PASSWORD = 8;
 let wired = false;
 let rooms = [];
 let uid = 0;
+let me = null; // the signed-in admin: no disabling or deleting of oneself (the server refuses it)
 
 const seg = encodeURIComponent;
 
@@ -39,12 +40,42 @@ function renderUsers(users) {
   $("users-body").replaceChildren(...users.map(userRow));
 }
 
+/** A button that acts on the second click within 5 s, saying so in the status line (no blocking dialog). */
+function twoStep(button, { confirmText, confirmLabel, statusId, prompt, action }) {
+  const text = button.textContent;
+  const label = button.getAttribute("aria-label");
+  let armed = null;
+  const disarm = () => {
+    clearTimeout(armed);
+    armed = null;
+    button.textContent = text;
+    button.setAttribute("aria-label", label);
+    button.classList.remove("armed");
+  };
+  button.addEventListener("click", async () => {
+    if (!armed) {
+      button.textContent = confirmText;
+      button.setAttribute("aria-label", confirmLabel);
+      button.classList.add("armed");
+      status(statusId, prompt, "warn");
+      armed = setTimeout(disarm, 5000);
+      return;
+    }
+    disarm();
+    await action();
+  });
+}
+
 function userRow(user) {
   const id = `reset-${(uid += 1)}`;
-  const toggle = h("button", {
+  const self = me !== null && user.username.toLowerCase() === me.toLowerCase();
+  const toggle = self ? null : h("button", {
     type: "button", class: "small",
     "aria-label": `${user.disabled ? "Enable" : "Disable"} ${user.username}`,
     text: user.disabled ? "Enable" : "Disable",
+  });
+  const remove = self ? null : h("button", {
+    type: "button", class: "small danger", "aria-label": `Delete user ${user.username}`, text: "Delete user",
   });
   const input = h("input", { id, type: "password", autocomplete: "new-password", minlength: MIN_PASSWORD, maxlength: 1024, required: true });
   const save = h("button", { type: "submit", class: "small primary", text: "Save" });
@@ -58,7 +89,7 @@ function userRow(user) {
     "aria-label": `Reset the password of ${user.username}`, text: "Reset password",
   });
 
-  toggle.addEventListener("click", async () => {
+  toggle?.addEventListener("click", async () => {
     try {
       await api("PATCH", `/api/admin/users/${seg(user.username)}`, { disabled: !user.disabled });
       status("users-status", `${user.username} is now ${user.disabled ? "enabled" : "disabled"}.`);
@@ -67,6 +98,24 @@ function userRow(user) {
       failed("users-status", error);
     }
   });
+  if (remove) {
+    twoStep(remove, {
+      confirmText: "Confirm delete",
+      confirmLabel: `Confirm: delete user ${user.username}, their grants and sessions`,
+      statusId: "users-status",
+      prompt: `Press "Confirm delete" to delete ${user.username}. Their messages stay in the rooms.`,
+      action: async () => {
+        try {
+          await api("DELETE", `/api/admin/users/${seg(user.username)}`);
+          status("users-status", `User ${user.username} was deleted.`);
+          await Promise.all([loadUsers(), loadGrants(), loadAudit()]);
+          $("user-form").querySelector("input").focus(); // the row and its buttons are gone
+        } catch (error) {
+          failed("users-status", error);
+        }
+      },
+    });
+  }
   reset.addEventListener("click", () => {
     const open = form.hidden;
     form.hidden = !open;
@@ -96,10 +145,10 @@ function userRow(user) {
   });
 
   return h("tr", { dataset: { user: user.username } },
-    h("td", { text: user.username }),
+    h("td", {}, user.username, self ? h("span", { class: "note", text: " (you)" }) : null),
     h("td", { text: user.is_admin ? "Admin" : "User" }),
     h("td", { class: user.disabled ? "bad" : "", text: user.disabled ? "Disabled" : "Active" }),
-    h("td", {}, h("div", { class: "actions" }, toggle, reset, form)));
+    h("td", {}, h("div", { class: "actions" }, toggle, reset, remove, form)));
 }
 
 async function createUser(event) {
@@ -150,32 +199,26 @@ function renderRooms() {
 function roomRow(room) {
   const grants = h("button", { type: "button", class: "small", "aria-label": `Grants of ${room.name}`, text: "Grants" });
   const remove = h("button", { type: "button", class: "small danger", "aria-label": `Delete room ${room.name}`, text: "Delete" });
-  let armed = null;
   grants.addEventListener("click", () => {
     $("grant-room").value = room.name;
     loadGrants();
     $("grant-room").focus();
   });
-  remove.addEventListener("click", async () => {
-    if (!armed) { // two steps instead of a blocking confirm() dialog
-      remove.textContent = "Confirm delete";
-      remove.setAttribute("aria-label", `Confirm: delete room ${room.name} and its messages`);
-      armed = setTimeout(() => {
-        armed = null;
-        remove.textContent = "Delete";
-        remove.setAttribute("aria-label", `Delete room ${room.name}`);
-      }, 5000);
-      return;
-    }
-    clearTimeout(armed);
-    try {
-      await api("DELETE", `/api/admin/rooms/${seg(room.name)}`);
-      status("rooms-status", `Room ${room.name} was deleted.`);
-      await Promise.all([loadRooms(), loadAudit()]);
-      reloadRooms();
-    } catch (error) {
-      failed("rooms-status", error);
-    }
+  twoStep(remove, { // two steps instead of a blocking confirm() dialog
+    confirmText: "Confirm delete",
+    confirmLabel: `Confirm: delete room ${room.name} and its messages`,
+    statusId: "rooms-status",
+    prompt: `Press "Confirm delete" to delete room ${room.name} and all its messages.`,
+    action: async () => {
+      try {
+        await api("DELETE", `/api/admin/rooms/${seg(room.name)}`);
+        status("rooms-status", `Room ${room.name} was deleted.`);
+        await Promise.all([loadRooms(), loadAudit()]);
+        reloadRooms();
+      } catch (error) {
+        failed("rooms-status", error);
+      }
+    },
   });
   const flip = h("button", {
     type: "button", class: "small",
@@ -242,7 +285,8 @@ async function loadGrants() {
 
 function grantRow(room, grant) {
   const role = h("select", { "aria-label": `Role of ${grant.username} in ${room}` },
-    h("option", { value: "write", text: "write" }), h("option", { value: "read", text: "read" }));
+    h("option", { value: "write", text: "write" }), h("option", { value: "read", text: "read" }),
+    h("option", { value: "moderate", text: "moderate" }));
   role.value = grant.role;
   const revoke = h("button", { type: "button", class: "small danger", "aria-label": `Revoke ${grant.username} from ${room}`, text: "Revoke" });
   role.addEventListener("change", async () => {
@@ -285,7 +329,8 @@ async function putGrant(event) {
   }
   try {
     await api("PUT", `/api/admin/rooms/${seg(room)}/grants/${seg(username)}`, { role });
-    status("grants-status", `${username} may now ${role === "write" ? "read and write" : "read"} in ${room}.`);
+    const may = { write: "read and write", read: "read", moderate: "moderate" }[role];
+    status("grants-status", `${username} may now ${may} in ${room}.`);
     $("grant-user").value = "";
     await Promise.all([loadGrants(), loadAudit()]);
     reloadRooms();
@@ -322,7 +367,8 @@ function wire() {
 }
 
 /** Show fresh data each time the admin view opens. */
-export async function open() {
+export async function open(user) {
+  me = user ? user.username : null;
   wire();
   await Promise.all([loadUsers(), loadRooms(), loadAudit()]);
 }
@@ -330,6 +376,7 @@ export async function open() {
 /** Forget everything shown (sign-out). */
 export function reset() {
   rooms = [];
+  me = null;
   for (const id of ["users-body", "admin-rooms-body", "grants-body", "audit-body", "grant-room", "user-names"]) $(id).replaceChildren();
   for (const id of ["users-status", "rooms-status", "grants-status"]) $(id).textContent = "";
   show($("grants-empty"), false);

@@ -33,7 +33,7 @@ function route() {
   if (!me) return;
   if (location.hash === "#admin" && me.is_admin) {
     showView("admin-view");
-    admin.open();
+    admin.open(me);
   } else {
     showView("chat-view");
   }
@@ -49,6 +49,7 @@ async function startSession() {
   }
   me = info;
   $("whoami").textContent = me.username;
+  show($("nav-chat"), me.is_admin); // only admins have a second view to switch to
   show($("nav-admin"), me.is_admin);
   show($("nav"), true);
   show($("conn"), true);
