@@ -172,3 +172,34 @@ class Chatter:
         http = getattr(self.sio.eio, "http", None)
         if http is not None and not http.closed:
             await http.close()
+
+
+# --- shared by the issue-8 test modules -------------------------------------------------
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def cheap_passwords(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Argon2 at its lowest cost, for tests that are not about hashing (the code path is the same)."""
+    from argon2 import PasswordHasher, Type
+
+    from quart_rooms.auth import passwords
+
+    monkeypatch.setattr(passwords, "_hasher", PasswordHasher(time_cost=1, memory_cost=8, parallelism=1, type=Type.ID))
+
+
+@pytest.fixture
+async def chatters(server: Server) -> Any:
+    """`await chatters(token)`: a connected Chatter on the test server, closed after the test."""
+    opened: list[Chatter] = []
+
+    async def _connect(token: str | None, **kwargs: Any) -> Chatter:
+        chatter = Chatter(server.url)
+        opened.append(chatter)
+        await chatter.connect(token, **kwargs)
+        return chatter
+
+    yield _connect
+    for chatter in opened:
+        await chatter.close()
