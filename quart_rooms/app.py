@@ -11,11 +11,12 @@ from typing import Any
 
 import socketio
 from quart import Quart, request
-from quart_schema import Info, QuartSchema
+from quart_schema import Info, Tag
 
 from quart_rooms import __version__
 from quart_rooms.admin.routes import blueprint as admin_blueprint
 from quart_rooms.api import errors
+from quart_rooms.api.openapi import ApiSchema
 from quart_rooms.api.rooms import blueprint as rooms_blueprint
 from quart_rooms.auth.routes import blueprint as auth_blueprint
 from quart_rooms.health import blueprint as health_blueprint
@@ -136,12 +137,12 @@ class Realtime:
             return
         self._stopped = True
         services = self.services
-        budget = services.settings.shutdown_timeout
+        budget = services.settings.shutdown_timeout  # Hypercorn's graceful_timeout takes up to 0.3 of it
         self.namespace.accepting = False
-        await services.chat.writer.stop(timeout=budget * 0.5)
-        await services.tasks.drain(timeout=budget * 0.2)
+        await services.chat.writer.stop(timeout=budget * 0.4)
+        await services.tasks.drain(timeout=budget * 0.1)
         try:
-            await asyncio.wait_for(self.hub.close_all(), budget * 0.2)
+            await asyncio.wait_for(self.hub.close_all(), budget * 0.1)
         except TimeoutError:
             log.warning("closing the sockets took too long")
         if self._poller is not None:
@@ -160,9 +161,21 @@ def create_quart(services: Services, realtime: Realtime) -> Quart:
     app.config["MAX_CONTENT_LENGTH"] = services.settings.max_body_bytes
     app.config["QUART_SCHEMA_CONVERT_CASING"] = False
     app.extensions["quart_rooms"] = services
-    QuartSchema(
+    ApiSchema(
         app,
-        info=Info(title="quart-rooms", version=__version__),
+        info=Info(
+            title="quart-rooms",
+            version=__version__,
+            summary="Room-based chat: sign-in, rooms and history, moderation, administration.",
+            description="The HTTP half of the quart-rooms API; docs/api.md in the repository describes it all, "
+            "the Socket.IO events included (docs/asyncapi.yaml documents those).",
+        ),
+        tags=[
+            Tag(name="sign-in", description="Access and refresh tokens; the refresh token is also an HttpOnly cookie."),
+            Tag(name="rooms", description="The signed-in user: rooms, history, deleting messages, moderating grants."),
+            Tag(name="admin", description="Accounts, rooms, grants and the audit log (admins only)."),
+            Tag(name="operations", description="Liveness, readiness and metrics (no token)."),
+        ],
         security_schemes={"bearer": {"type": "http", "scheme": "bearer", "bearer_format": "JWT"}},
         security=[{"bearer": []}],
     )

@@ -17,9 +17,7 @@ from quart_rooms.settings import Settings, SettingsError, load_settings
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    from hypercorn.run import run
-
-    from quart_rooms.serve import hypercorn_config
+    from quart_rooms.serve import hypercorn_config, serve
 
     host = args.host or settings.host
     port = args.port or settings.port
@@ -32,7 +30,11 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     if loop == "uvloop" and importlib.util.find_spec("uvloop") is not None:
         config.worker_class = "uvloop"
     print(f"quart-rooms: serving on http://{host}:{port}/ (Ctrl-C stops it)", flush=True)
-    return run(config)
+    if args.workers > 1:
+        print(f"quart-rooms: {args.workers} workers share one port: Socket.IO clients must connect with the "
+              "websocket transport first (the page does); long-polling needs sticky sessions, which one port "
+              "cannot give: put nginx in front (deploy/) or run one port per process", flush=True)
+    return serve(config, settings)
 
 
 async def _prepare(settings: Settings) -> None:

@@ -21,8 +21,24 @@ their limits are applied by `quart_rooms.request_limits`.
 
 from __future__ import annotations
 
-from hypercorn.config import Config
+import asyncio
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Callable
+from functools import partial
+from multiprocessing.connection import wait
+from multiprocessing.process import BaseProcess
+from multiprocessing.synchronize import Event as EventType
+from typing import Any
 
+from hypercorn.config import Config, Sockets
+
+from quart_rooms.metrics import MULTIPROCESS_ENV
 from quart_rooms.settings import Settings
 
 APPLICATION_PATH = "quart_rooms.asgi:app"
@@ -58,5 +74,135 @@ def hypercorn_config(settings: Settings, *, host: str, port: int, workers: int =
     config.accesslog = None
     config.errorlog = "-"
     config.loglevel = settings.log_level
-    config.graceful_timeout = GRACEFUL_TIMEOUT
+    # In-flight requests get what is left of shutdown_timeout after the app drained (app.Realtime.stop).
+    config.graceful_timeout = min(GRACEFUL_TIMEOUT, settings.shutdown_timeout * 0.3)
     return config
+
+
+# Running: one process, or a supervisor with workers ------------------------------------
+#
+# Hypercorn's own `run()` starts even one worker as a child process, stops every worker
+# when one dies, and tells the app nothing until its connections are gone. `serve` runs
+# Hypercorn's worker loop itself (`worker_serve`, with a shutdown trigger of its own), so:
+# - one worker runs in the `serve` process (nothing is left behind if it is killed);
+# - on SIGTERM or SIGINT the app first drains (refuses new sockets, stores what it
+#   accepted, closes its sockets so clients reconnect), then Hypercorn stops;
+# - with several workers a supervisor starts a new worker when one dies, so the other
+#   keeps serving and the port stays open (crash loops stop it: see MAX_RESTARTS).
+
+MAX_RESTARTS = 5  # worker restarts within RESTART_WINDOW seconds before the supervisor gives up
+RESTART_WINDOW = 60.0
+log = logging.getLogger(__name__)
+
+
+def serve(config: Config, settings: Settings) -> int:
+    """Serve until SIGTERM/SIGINT; 0 after a clean stop, 1 when workers keep dying."""
+    if config.workers <= 1:
+        _worker(config)
+        return 0
+    return _supervise(config, settings)
+
+
+def _worker(config: Config, sockets: Sockets | None = None, shutdown_event: EventType | None = None) -> None:
+    """One worker process: load the app, serve it, drain it on a stop signal (or the supervisor's event)."""
+    from hypercorn.app_wrappers import ASGIWrapper
+    from hypercorn.asyncio.run import worker_serve
+
+    from quart_rooms import asgi  # builds the app (and this process's logging) from the settings
+
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    if config.worker_class == "uvloop":
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    app = asgi.app
+
+    async def main() -> None:
+        trigger = partial(_stop_requested, app, shutdown_event)
+        await worker_serve(ASGIWrapper(app), config, sockets=sockets, shutdown_trigger=trigger)
+
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(main())
+
+
+async def _stop_requested(app: Any, shutdown_event: EventType | None) -> None:
+    """Hypercorn's shutdown trigger: wait for a stop signal, drain the app, then let Hypercorn stop."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    while not stop.is_set() and not (shutdown_event is not None and shutdown_event.is_set()):
+        try:
+            await asyncio.wait_for(stop.wait(), 0.1)
+        except TimeoutError:
+            pass
+    log.info("stopping: closing sockets and storing the messages accepted")
+    await app.realtime.stop()
+
+
+def _supervise(config: Config, settings: Settings) -> int:
+    """Start `config.workers` workers on shared sockets; replace any that dies until told to stop."""
+    multiproc = tempfile.mkdtemp(prefix="quart-rooms-metrics-")
+    os.environ[MULTIPROCESS_ENV] = multiproc  # the workers inherit it: metrics add up over workers
+    ctx = multiprocessing.get_context("spawn")
+    sockets = config.create_sockets()
+    shutdown_event = ctx.Event()
+    stopping = False
+
+    def stop(*_: Any) -> None:
+        nonlocal stopping
+        stopping = True
+        shutdown_event.set()
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the workers inherit this; they stop on the event
+    workers = [_start(ctx, config, sockets, shutdown_event) for _ in range(config.workers)]
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    restarts: list[float] = []
+    code = 0
+    try:
+        while not stopping:
+            wait([w.sentinel for w in workers], timeout=1.0)
+            for index, worker in enumerate(workers):
+                if worker.exitcode is None or stopping:
+                    continue
+                _forget(worker)
+                now = time.monotonic()
+                restarts = [t for t in restarts if t > now - RESTART_WINDOW] + [now]
+                if len(restarts) > MAX_RESTARTS:
+                    log.error("workers died %d times within %.0f s; stopping", len(restarts), RESTART_WINDOW)
+                    code = 1
+                    stop()
+                    break
+                log.warning("worker %s exited with code %s; starting another", worker.pid, worker.exitcode)
+                workers[index] = _start(ctx, config, sockets, shutdown_event)
+        deadline = time.monotonic() + settings.shutdown_timeout + GRACEFUL_TIMEOUT
+        for worker in workers:
+            worker.join(max(0.1, deadline - time.monotonic()))
+        for worker in workers:
+            if worker.is_alive():
+                log.warning("worker %s did not stop in time; killing it", worker.pid)
+                worker.kill()
+                worker.join()
+    finally:
+        for sock in [*sockets.secure_sockets, *sockets.insecure_sockets]:
+            sock.close()
+        shutil.rmtree(multiproc, ignore_errors=True)
+    return code
+
+
+def _start(ctx: Any, config: Config, sockets: Sockets, shutdown_event: EventType) -> BaseProcess:
+    process: BaseProcess = ctx.Process(
+        target=_worker, kwargs={"config": config, "sockets": sockets, "shutdown_event": shutdown_event}
+    )
+    process.start()
+    return process
+
+
+def _forget(worker: BaseProcess) -> None:
+    """A dead worker's live gauges no longer count (prometheus-client multiprocess mode)."""
+    from prometheus_client import multiprocess
+
+    if worker.pid is not None:
+        multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+    worker.join()

@@ -56,3 +56,21 @@ async def test_fanout_puts_packets_on_engineio_queues(server: Server, admin_api:
         assert await chatter.wait_for("probe") == [{"n": 1}]
     finally:
         await chatter.close()
+
+
+def test_hypercorn_websocket_buffer_has_what_request_limits_patches() -> None:
+    """request_limits.bound_websocket_messages() wraps WebsocketBuffer.extend and WSStream._handle_events
+    and relies on the buffer's length, max_length and clear(), and on FrameTooLargeError."""
+    buffer = ws_stream.WebsocketBuffer(10)
+    assert buffer.length == 0 and buffer.max_length == 10 and callable(buffer.clear)
+    assert inspect.iscoroutinefunction(ws_stream.WSStream._handle_events)
+    assert issubclass(ws_stream.FrameTooLargeError, Exception)
+    assert "self.buffer.extend" in inspect.getsource(ws_stream.WSStream._handle_events)
+
+
+def test_hypercorn_worker_serve_takes_a_shutdown_trigger() -> None:
+    """serve.py runs Hypercorn's worker loop with sockets and a shutdown trigger of its own."""
+    from hypercorn.asyncio.run import worker_serve
+
+    parameters = inspect.signature(worker_serve).parameters
+    assert {"app", "config", "sockets", "shutdown_trigger"} <= set(parameters)

@@ -98,6 +98,9 @@ class Hub:
         task.add_done_callback(self._tasks.discard)
 
     async def close_all(self) -> None:
-        """Close every socket's transport (at shutdown): clients reconnect, to another node if there is one."""
-        if self.sio.eio.sockets:  # engine.io waits on a set of closes, which may not be empty
-            await self.sio.eio.disconnect()
+        """Close every socket's transport at once (at shutdown), with no Socket.IO DISCONNECT packet
+        (which tells clients not to come back): official clients see the transport close and
+        reconnect by themselves, to another node if there is one (contract 1.1, "Shutdown")."""
+        for socket in list(self.sio.eio.sockets.values()):
+            await socket.close(wait=False, abort=True)
+            socket.queue.put_nowait(None)  # ends the socket's writer, which closes the websocket or poll
