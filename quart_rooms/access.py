@@ -166,6 +166,12 @@ class Access:
             raise Forbidden("You may not do that in this room." if found else "You may not enter this room.")
         return found
 
+    async def require_moderator(self, user: Principal, room: str) -> RoomAccess:
+        """The room if the user may moderate it: a moderator of it, or an admin (contract 1.1, "Moderation")."""
+        if user.is_admin:
+            return await self.require(user, room, "read")
+        return await self.require(user, room, "moderate")
+
     async def _decide(self, user: Principal, name: str) -> RoomAccess | None:
         # Rooms by name and each user's grants are read once and then served
         # from memory, so a new (user, room) pair rarely costs a query.
