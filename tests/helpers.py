@@ -176,7 +176,7 @@ class Chatter:
 
 # --- shared by the issue-8 test modules -------------------------------------------------
 
-import pytest  # noqa: E402
+import pytest
 
 
 @pytest.fixture

@@ -17,17 +17,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
+import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
-from tests.conftest import both_backends
-from tests.helpers import Api, Chatter, Server, cheap_passwords, chatters, refusal
+from tests.conftest import add_admin, both_backends, make_settings, running
+from tests.helpers import Api, Chatter, Server, chatters, cheap_passwords, refusal
+from tests.test_redis import redis_url
 
-__all__ = ["cheap_passwords", "chatters"]  # fixtures
+__all__ = ["chatters", "cheap_passwords", "redis_url"]  # fixtures
 Connect = Callable[..., Awaitable[Chatter]]
 PASSWORD = "password-123"
 
@@ -106,7 +110,8 @@ async def test_sign_out_with_only_the_access_token_ends_that_session(
     """alice signed in twice (two sessions, three sockets). Sign-out with only session one's access
     token (no refresh token, no cookie): 204; its access token, its refresh token and its two live
     sockets end (`session_expired {reason: signed_out}`); session two's socket stays and works.
-    Then sign-out with session two's refresh token in the body ends session two."""
+    Then sign-out with session two's refresh token in the body ends session two, and the page's
+    sign-out with only its refresh cookie ends the page's session."""
     await admin_api.create_user("alice")
     await admin_api.create_room("red", public=True)
     one, two = await sign_in(server, "alice"), await sign_in(server, "alice")
@@ -139,8 +144,16 @@ async def test_sign_out_with_only_the_access_token_ends_that_session(
     await two_a.wait_disconnected()
     assert not await token_works(server, two["access_token"])
 
+    async with Api(server) as page:  # the page: signs out with its HttpOnly refresh cookie alone
+        await page.login("alice", PASSWORD)
+        tab = await chatters(page.token)
+        await tab.wait_for("welcome")
+        assert (await page.http.post("/api/auth/logout")).status_code == 204
+        assert (await tab.wait_for("session_expired")) == [{"reason": "signed_out"}]
+        await tab.wait_disconnected()
+        assert not await token_works(server, str(page.token))
 
-@both_backends
+
 @pytest.mark.usefixtures("cheap_passwords")
 async def test_password_change_and_disabling_end_every_token_and_socket(
     server: Server, admin_api: Api, chatters: Connect
@@ -222,6 +235,44 @@ async def test_a_reused_refresh_token_ends_its_family_and_closes_its_sockets(
     assert await token_works(server, other["access_token"])
     assert (await call(server, "POST", "/api/auth/refresh",
                        json={"refresh_token": other["refresh_token"]})).status_code == 200
+
+
+@pytest.mark.parametrize("backend", ["postgres"])  # several nodes share a database server
+@pytest.mark.usefixtures("cheap_passwords")
+async def test_ended_sessions_close_sockets_on_every_node(redis_url: str, database_url: str, tmp_path: Path) -> None:
+    """Two servers: alice has a socket on each for each of two sign-ins. Signing out one sign-in through
+    A closes its sockets on A and B (and no other); a new password set through B closes the rest."""
+    shared = {"redis_url": redis_url, "redis_channel": f"test-{uuid.uuid4().hex}",
+              "jwt_secret": secrets.token_urlsafe(32)}
+    async with running(make_settings(database_url, tmp_path / "a", **shared)) as a, \
+            running(make_settings(database_url, tmp_path / "b", **shared)) as b, Api(a) as admin:
+        await add_admin(a)
+        await admin.login("admin", a.admin_password)
+        await admin.create_user("alice")
+        one, two = await sign_in(a, "alice"), await sign_in(b, "alice")
+        sockets = {(s, n): Chatter(server.url) for s, server in (("a", a), ("b", b)) for n in ("one", "two")}
+        try:
+            for (_, n), chatter in sockets.items():
+                await chatter.connect((one if n == "one" else two)["access_token"])
+                await chatter.wait_for("welcome")
+            assert (await call(a, "POST", "/api/auth/logout", token=one["access_token"])).status_code == 204
+            for node in ("a", "b"):
+                assert (await sockets[(node, "one")].wait_for("session_expired")) == [{"reason": "signed_out"}]
+                await sockets[(node, "one")].wait_disconnected()
+            assert not await token_works(b, one["access_token"])
+            await sockets[("b", "two")].settle()
+            assert all(sockets[(node, "two")].sio.connected for node in ("a", "b"))
+            async with Api(b) as admin_b:
+                await admin_b.login("admin", b.admin_password)
+                reply = await admin_b.patch("/api/admin/users/alice", json={"password": "another-password"})
+                assert reply.status_code == 200
+            for node in ("a", "b"):
+                assert (await sockets[(node, "two")].wait_for("session_expired")) == [{"reason": "account_changed"}]
+                await sockets[(node, "two")].wait_disconnected()
+            assert not await token_works(a, two["access_token"])
+        finally:
+            for chatter in sockets.values():
+                await chatter.close()
 
 
 # --- 8.2: dropped admin requests -----------------------------------------------------------------

@@ -13,6 +13,7 @@ before any socket opens them, rather than posted one by one.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -21,9 +22,9 @@ import pytest
 
 from quart_rooms.storage import queries
 from quart_rooms.storage.queries import NewMessage
-from tests.helpers import Api, Chatter, Server, cheap_passwords, chatters
+from tests.helpers import Api, Chatter, Server, chatters, cheap_passwords
 
-__all__ = ["cheap_passwords", "chatters"]  # fixtures
+__all__ = ["chatters", "cheap_passwords"]  # fixtures
 Connect = Callable[..., Awaitable[Chatter]]
 pytestmark = pytest.mark.usefixtures("cheap_passwords")
 
@@ -174,3 +175,51 @@ async def test_a_room_made_again_answers_with_reset(
     assert (await bob.call("message", {"room": "hall", "msg": "fresh"}))["id"] == 1
     [fresh] = await alice.wait_for("message")
     assert (fresh["room"], fresh["id"], fresh["msg"]) == ("HALL", 1, "fresh")
+
+
+@pytest.mark.parametrize("settings_overrides", [{"max_recovery": 30, "messages_per_10s": 1000}])
+async def test_capped_recovery_racing_busy_senders_misses_nothing(
+    server: Server, admin_api: Api, chatters: Connect
+) -> None:
+    """Readers come back (since_id old and recent) while four sockets post: each takes its capped
+    recovery, reads the rest with after_id pages up to its first live message, and then has every
+    id after its since_id exactly once."""
+    await admin_api.create_room("busy", public=True)
+    await store_straight(server, "busy", 300)
+    token = str(admin_api.token)
+    senders = [await chatters(token) for _ in range(4)]
+    for sender in senders:
+        assert (await sender.call("join", {"room": "busy"}))["ok"]
+
+    async def post(sender: Chatter, i: int) -> None:
+        for n in range(20):
+            assert (await sender.call("message", {"room": "busy", "msg": f"{i}-{n}"}))["ok"]
+
+    async def come_back(k: int, since: int) -> tuple[int, Chatter, list[int], list[int]]:
+        await asyncio.sleep(0.015 * k)
+        reader = await chatters(token)
+        ack = await reader.call("join", {"room": "busy", "since_id": since})
+        history = ids(ack["history"])
+        assert len(history) <= 30 and (ack["more"] is False or len(history) == 30), (since, ack["more"], history)
+        got = list(history)
+        while ack["more"]:  # read on until the first message that came live
+            live = ids(reader.events["message"])
+            if live and got[-1] >= live[0] - 1:
+                break
+            reply = await admin_api.get("/api/rooms/busy/messages", params={"after_id": got[-1], "limit": 200})
+            page = ids(reply.json()["messages"])
+            if not page:
+                break
+            got += page
+        return since, reader, history, got
+
+    results = await asyncio.gather(*(post(s, i) for i, s in enumerate(senders)),
+                                   *(come_back(k, since) for k, since in enumerate([0, 150, 280, 0, 290, 5])))
+    for since, reader, history, got in results[4:]:
+        for _ in range(250):  # until the last message (id 380) came, live or in what was read
+            live = ids(reader.events["message"])
+            if 380 in got or 380 in live:
+                break
+            await asyncio.sleep(0.02)
+        assert not set(history) & set(live), since  # none twice
+        assert sorted(set(got) | set(live)) == span(since + 1, 380), (since, history[:3], live[:3])

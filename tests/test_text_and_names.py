@@ -18,9 +18,9 @@ import httpx
 import pytest
 
 from tests.conftest import both_backends
-from tests.helpers import Api, Chatter, Server, cheap_passwords, chatters
+from tests.helpers import Api, Chatter, Server, chatters, cheap_passwords
 
-__all__ = ["cheap_passwords", "chatters"]  # fixtures
+__all__ = ["chatters", "cheap_passwords"]  # fixtures
 Connect = Callable[..., Awaitable[Chatter]]
 pytestmark = pytest.mark.usefixtures("cheap_passwords")
 PASSWORD = "password-123"
@@ -28,14 +28,11 @@ PASSWORD = "password-123"
 UNSTORABLE = {"nul": "\x00", "high": "\ud800", "low": "\udfff"}
 
 
-async def send_json(api: Api, method: str, path: str, body: Any, *, token: str | None = None) -> httpx.Response:
-    """A request whose body is JSON text written with escapes (lone surrogates as `\\ud800`, as any
-    JSON encoder writes them), from a client with no cookies."""
-    headers = {"Content-Type": "application/json"}
-    if token or api.token:
-        headers["Authorization"] = f"Bearer {token or api.token}"
-    async with httpx.AsyncClient(base_url=api.server.url) as http:
-        return await http.request(method, path, content=json.dumps(body).encode("ascii"), headers=headers)
+async def send_json(api: Api, method: str, path: str, body: Any) -> httpx.Response:
+    """A request (with the client's token, if any) whose body is JSON text written with escapes
+    (lone surrogates as `\\ud800`, as any JSON encoder writes them)."""
+    return await api.request(method, path, content=json.dumps(body).encode("ascii"),
+                             headers={"Content-Type": "application/json"})
 
 
 def bad_request(reply: httpx.Response) -> bool:
