@@ -5,23 +5,32 @@ from __future__ import annotations
 import logging
 
 from quart import Blueprint, Response, jsonify, request
+from quart_schema import document_response, tag_blueprint
 
+from quart_rooms.api.openapi import errors, public
+from quart_rooms.api.schemas import Health, Metrics, NotReady, Ready
 from quart_rooms.auth.http import services
 from quart_rooms.errors import NotFound
 from quart_rooms.proxy import in_networks, parse_networks
 from quart_rooms.storage.db import ping
 
 blueprint = Blueprint("health", __name__)
+tag_blueprint(blueprint, ["operations"])
 log = logging.getLogger(__name__)
 
 
 @blueprint.get("/healthz")
+@public
+@document_response(Health)
 async def healthz() -> Response:
     """200 while the process runs."""
     return jsonify({"status": "ok"})
 
 
 @blueprint.get("/readyz")
+@public
+@document_response(NotReady, 503)
+@document_response(Ready)
 async def readyz() -> Response:
     """200 when storage (and the broker, if configured) answer; 503 otherwise."""
     svc = services()
@@ -50,6 +59,9 @@ LOOPBACK = ["127.0.0.1/32", "::1/128"]
 
 
 @blueprint.get("/metrics")
+@public
+@errors(404)
+@document_response(Metrics)
 async def metrics() -> Response:
     """The Prometheus text format of the server's metrics, to the addresses in `metrics_allow` only."""
     svc = services()

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from quart import Blueprint, Response
-from quart_schema import validate_querystring, validate_request, validate_response
+from quart_schema import operation_id, tag_blueprint, validate_querystring, validate_request, validate_response
 
 from quart_rooms.admin.service import Admin
+from quart_rooms.api.openapi import errors, no_content
 from quart_rooms.api.schemas import (
     Audit,
     AuditQuery,
@@ -28,6 +29,7 @@ from quart_rooms.errors import BadRequest
 from quart_rooms.storage.models import Room, User, isoformat
 
 blueprint = Blueprint("admin", __name__, url_prefix="/api/admin")
+tag_blueprint(blueprint, ["admin"])
 
 
 def _admin() -> Admin:
@@ -51,6 +53,8 @@ def _no_content() -> Response:
 
 
 @blueprint.post("/users")
+@operation_id("admin_user")
+@errors(400, 401, 403, 409, 413, 429)
 @admin_required
 @validate_request(NewUser)
 @validate_response(UserOut, 201)
@@ -61,6 +65,8 @@ async def create_user(data: NewUser) -> tuple[dict[str, Any], int]:
 
 
 @blueprint.get("/users")
+@operation_id("admin_users")
+@errors(401, 403)
 @admin_required
 @validate_response(Users)
 async def list_users() -> dict[str, Any]:
@@ -69,6 +75,8 @@ async def list_users() -> dict[str, Any]:
 
 
 @blueprint.patch("/users/<username>")
+@operation_id("admin_user")
+@errors(400, 401, 403, 404, 409, 413, 429)
 @admin_required
 @validate_request(UserChange)
 @validate_response(UserOut)
@@ -83,6 +91,9 @@ async def update_user(username: str, data: UserChange) -> dict[str, Any]:
 
 
 @blueprint.delete("/users/<username>")
+@operation_id("admin_user")
+@errors(401, 403, 404, 409)
+@no_content
 @admin_required
 async def delete_user(username: str) -> Response:
     """Delete an account and disconnect its sockets."""
@@ -91,6 +102,8 @@ async def delete_user(username: str) -> Response:
 
 
 @blueprint.post("/rooms")
+@operation_id("admin_room")
+@errors(400, 401, 403, 409, 413)
 @admin_required
 @validate_request(NewRoom)
 @validate_response(RoomOut, 201)
@@ -101,6 +114,8 @@ async def create_room(data: NewRoom) -> tuple[dict[str, Any], int]:
 
 
 @blueprint.get("/rooms")
+@operation_id("admin_rooms")
+@errors(401, 403)
 @admin_required
 @validate_response(Rooms)
 async def list_rooms() -> dict[str, Any]:
@@ -109,6 +124,8 @@ async def list_rooms() -> dict[str, Any]:
 
 
 @blueprint.patch("/rooms/<room>")
+@operation_id("admin_room")
+@errors(400, 401, 403, 404, 413)
 @admin_required
 @validate_request(RoomChange)
 @validate_response(RoomOut)
@@ -121,6 +138,9 @@ async def update_room(room: str, data: RoomChange) -> dict[str, Any]:
 
 
 @blueprint.delete("/rooms/<room>")
+@operation_id("admin_room")
+@errors(401, 403, 404)
+@no_content
 @admin_required
 async def delete_room(room: str) -> Response:
     """Delete a room; every socket in it is kicked."""
@@ -129,6 +149,8 @@ async def delete_room(room: str) -> Response:
 
 
 @blueprint.put("/rooms/<room>/grants/<username>")
+@operation_id("admin_grant")
+@errors(400, 401, 403, 404, 413)
 @admin_required
 @validate_request(GrantIn)
 @validate_response(GrantOut)
@@ -139,6 +161,9 @@ async def put_grant(room: str, username: str, data: GrantIn) -> dict[str, Any]:
 
 
 @blueprint.delete("/rooms/<room>/grants/<username>")
+@operation_id("admin_grant")
+@errors(401, 403, 404)
+@no_content
 @admin_required
 async def delete_grant(room: str, username: str) -> Response:
     """Revoke a grant; the user's sockets leave the room at once and get `kicked`."""
@@ -147,6 +172,8 @@ async def delete_grant(room: str, username: str) -> Response:
 
 
 @blueprint.get("/rooms/<room>/grants")
+@operation_id("admin_grants")
+@errors(401, 403, 404)
 @admin_required
 @validate_response(Grants)
 async def list_grants(room: str) -> dict[str, Any]:
@@ -155,6 +182,8 @@ async def list_grants(room: str) -> dict[str, Any]:
 
 
 @blueprint.get("/audit")
+@operation_id("admin_audit")
+@errors(400, 401, 403)
 @admin_required
 @validate_querystring(AuditQuery)
 @validate_response(Audit)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from quart import Blueprint, Response
-from quart_schema import validate_querystring, validate_request, validate_response
+from quart_schema import operation_id, tag_blueprint, validate_querystring, validate_request, validate_response
 
+from quart_rooms.api.openapi import errors, no_content
 from quart_rooms.api.schemas import (
     GrantIn,
     GrantOut,
@@ -21,9 +22,11 @@ from quart_rooms.errors import BadRequest
 from quart_rooms.names import check_room_name, is_id
 
 blueprint = Blueprint("rooms", __name__, url_prefix="/api")
+tag_blueprint(blueprint, ["rooms"])
 
 
 @blueprint.get("/me")
+@errors(401)
 @login_required
 @validate_response(Me)
 async def me() -> dict[str, Any]:
@@ -33,6 +36,7 @@ async def me() -> dict[str, Any]:
 
 
 @blueprint.get("/rooms")
+@errors(401)
 @login_required
 @validate_response(RoomsForUser)
 async def rooms() -> dict[str, Any]:
@@ -42,6 +46,7 @@ async def rooms() -> dict[str, Any]:
 
 
 @blueprint.get("/rooms/<room>/messages")
+@errors(400, 401, 403, 404)
 @login_required
 @validate_querystring(MessagesQuery)
 @validate_response(Messages)
@@ -57,6 +62,9 @@ async def messages(room: str, query_args: MessagesQuery) -> dict[str, Any]:
 
 
 @blueprint.delete("/rooms/<room>/messages/<message_id>")
+@operation_id("message")
+@errors(400, 401, 403, 404)
+@no_content
 @login_required
 async def delete_message(room: str, message_id: str) -> Response:
     """Replace a message by its tombstone (its author, a moderator of the room, or an admin)."""
@@ -68,6 +76,8 @@ async def delete_message(room: str, message_id: str) -> Response:
 
 
 @blueprint.get("/rooms/<room>/grants")
+@operation_id("room_grants")
+@errors(400, 401, 403, 404)
 @login_required
 @validate_response(Grants)
 async def grants(room: str) -> dict[str, Any]:
@@ -78,22 +88,27 @@ async def grants(room: str) -> dict[str, Any]:
 
 
 @blueprint.put("/rooms/<room>/grants/<username>")
+@operation_id("room_grant")
+@errors(400, 401, 403, 404, 413)
 @login_required
 @validate_request(GrantIn)
 @validate_response(GrantOut)
 async def put_grant(room: str, username: str, data: GrantIn) -> dict[str, Any]:
     """A moderator of the room (or an admin) gives or changes a read or write grant."""
     user = await current_user()
-    found = await services().access.require(user, check_room_name(room), "moderate")
+    found = await services().access.require_moderator(user, check_room_name(room))
     grant = await services().admin.put_grant(user, found.room, username, data.role)
     return {"room": grant.room, "username": grant.username, "role": grant.role}
 
 
 @blueprint.delete("/rooms/<room>/grants/<username>")
+@operation_id("room_grant")
+@errors(400, 401, 403, 404)
+@no_content
 @login_required
 async def delete_grant(room: str, username: str) -> Response:
     """A moderator of the room (or an admin) takes a read or write grant away; the user is kicked at once."""
     user = await current_user()
-    found = await services().access.require(user, check_room_name(room), "moderate")
+    found = await services().access.require_moderator(user, check_room_name(room))
     await services().admin.delete_grant(user, found.room, username)
     return Response(status=204)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
+    RootModel,
     StringConstraints,
     WithJsonSchema,
     field_validator,
@@ -48,8 +49,10 @@ RoomName = Annotated[
     _matches(ROOM_RE, "must be 1-64 characters of A-Z a-z 0-9 _ . - and not dots alone"),
     WithJsonSchema({"type": "string", "pattern": ROOM_PATTERN, "minLength": 1, "maxLength": 64}),
 ]
-Password = Annotated[str, StringConstraints(min_length=MIN_PASSWORD_CHARS, max_length=MAX_PASSWORD_CHARS)]
-Title = Annotated[str, StringConstraints(max_length=200)]
+# Free text may not hold NUL (nor unpaired surrogates, which JSON Schema cannot say): Strict checks it.
+NO_NUL = Field(json_schema_extra={"pattern": "^[^\\u0000]*$"})
+Password = Annotated[str, StringConstraints(min_length=MIN_PASSWORD_CHARS, max_length=MAX_PASSWORD_CHARS), NO_NUL]
+Title = Annotated[str, StringConstraints(max_length=200), NO_NUL]
 Role = Literal["read", "write", "moderate"]
 
 
@@ -67,15 +70,22 @@ class Strict(BaseModel):
 
 
 class Login(Strict):
-    username: Annotated[str, StringConstraints(min_length=1, max_length=200)]
-    password: Annotated[str, StringConstraints(min_length=1, max_length=MAX_PASSWORD_CHARS)]
+    """A username (any case) and its password."""
+
+    username: Annotated[str, StringConstraints(min_length=1, max_length=200), NO_NUL]
+    password: Annotated[str, StringConstraints(min_length=1, max_length=MAX_PASSWORD_CHARS), NO_NUL]
 
 
 class Refresh(Strict):
-    refresh_token: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    """A refresh token; without one (no body, or `{}`) the `quart_rooms_refresh` cookie is used."""
+
+    body_required: ClassVar[bool] = False  # documented as an optional body (api/openapi.py)
+    refresh_token: Annotated[str, StringConstraints(min_length=1, max_length=200), NO_NUL] | None = None
 
 
 class TokenReply(BaseModel):
+    """Signed in: a bearer access token (`expires_in` seconds) and a refresh token for POST /api/auth/refresh."""
+
     access_token: str
     token_type: Literal["Bearer"]
     expires_in: int
@@ -83,11 +93,15 @@ class TokenReply(BaseModel):
 
 
 class Me(BaseModel):
+    """The caller's account."""
+
     username: str
     is_admin: bool
 
 
 class RoomForUser(BaseModel):
+    """A room the caller may join, with the caller's role in it."""
+
     name: str
     title: str | None
     public: bool
@@ -95,6 +109,8 @@ class RoomForUser(BaseModel):
 
 
 class RoomsForUser(BaseModel):
+    """The rooms the caller may join."""
+
     rooms: list[RoomForUser]
 
 
@@ -108,7 +124,7 @@ class MessagesQuery(BaseModel):
 
 
 class MessageOut(BaseModel):
-    """A message (contract, "Socket.IO": `{id, room, user, msg, ts}`)."""
+    """A message: `id` grows by one within a room (no gaps), `ts` is ISO-8601 UTC, `user` its author."""
 
     id: int
     room: str
@@ -118,7 +134,7 @@ class MessageOut(BaseModel):
 
 
 class TombstoneOut(BaseModel):
-    """A deleted message (contract 1.1, "Moderation"): no text, `deleted: true`."""
+    """A deleted message (a tombstone): its id, author and time stay, its text is gone."""
 
     id: int
     room: str
@@ -128,6 +144,8 @@ class TombstoneOut(BaseModel):
 
 
 class Messages(BaseModel):
+    """A page of history, oldest first: messages and tombstones of deleted ones."""
+
     messages: list[MessageOut | TombstoneOut]
 
 
@@ -138,18 +156,28 @@ class NewUser(Strict):
 
 
 class UserChange(Strict):
+    """At least one change; a field that is missing or null stays as it is."""
+
+    model_config = ConfigDict(json_schema_extra={"anyOf": [
+        {"required": [field], "properties": {field: {"not": {"type": "null"}}}}
+        for field in ("password", "is_admin", "disabled")
+    ]})
     password: Password | None = None
     is_admin: bool | None = None
     disabled: bool | None = None
 
 
 class UserOut(BaseModel):
+    """An account."""
+
     username: str
     is_admin: bool
     disabled: bool
 
 
 class Users(BaseModel):
+    """Every account."""
+
     users: list[UserOut]
 
 
@@ -160,17 +188,26 @@ class NewRoom(Strict):
 
 
 class RoomChange(Strict):
+    """At least one change; a field that is missing or null stays as it is, an empty title removes it."""
+
+    model_config = ConfigDict(json_schema_extra={"anyOf": [
+        {"required": [field], "properties": {field: {"not": {"type": "null"}}}} for field in ("title", "public")
+    ]})
     title: Title | None = None
     public: bool | None = None
 
 
 class RoomOut(BaseModel):
+    """A room."""
+
     name: str
     title: str | None
     public: bool
 
 
 class Rooms(BaseModel):
+    """Every room."""
+
     rooms: list[RoomOut]
 
 
@@ -179,17 +216,23 @@ class GrantIn(Strict):
 
 
 class GrantOut(BaseModel):
+    """The grant as it is now."""
+
     room: str
     username: str
     role: Role
 
 
 class GrantRow(BaseModel):
+    """One user's role in the room."""
+
     username: str
     role: Role
 
 
 class Grants(BaseModel):
+    """Every grant in the room."""
+
     grants: list[GrantRow]
 
 
@@ -199,6 +242,8 @@ class AuditQuery(BaseModel):
 
 
 class AuditOut(BaseModel):
+    """One audit entry: who did what to what (`target` as in `room:ops user:alice role:read`)."""
+
     id: int
     ts: str
     actor: str
@@ -207,4 +252,102 @@ class AuditOut(BaseModel):
 
 
 class Audit(BaseModel):
+    """Audit entries, newest first."""
+
     entries: list[AuditOut]
+
+
+# Replies without a body, and error replies ---------------------------------------------
+
+
+class NoContent(BaseModel):
+    """Done; the reply has no body."""
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong: `code` for programs (docs/api.md lists every code), `message` for people."""
+
+    code: str = Field(pattern=r"^[a-z][a-z0-9_]*$", examples=["bad_request"])
+    message: str
+
+
+class Error(BaseModel):
+    """The body of every error reply of the HTTP API."""
+
+    error: ErrorDetail
+
+
+class BadRequestReply(RootModel[Error]):
+    """`bad_request`: malformed JSON, a wrong type, an unknown field, a name outside its rule, an empty change."""
+
+
+class UnauthorizedReply(RootModel[Error]):
+    """`unauthorized` (no token, or a bad, foreign or revoked one), `token_expired`, or at sign-in
+    `invalid_credentials`."""
+
+
+class ForbiddenReply(RootModel[Error]):
+    """`forbidden`: the caller may not do this (also for rooms that do not exist, to non-admins)."""
+
+
+class NotFoundReply(RootModel[Error]):
+    """`not_found` (unknown user, room, grant or message; a path that is not a route) or `no_such_room`
+    (an admin naming a room that does not exist)."""
+
+
+class ConflictReply(RootModel[Error]):
+    """`conflict`: the name is taken (regardless of case), or an admin would lock themselves out."""
+
+
+class PayloadTooLargeReply(RootModel[Error]):
+    """`payload_too_large`: the body is over `max_body_bytes`."""
+
+
+class RateLimitedReply(RootModel[Error]):
+    """`rate_limited`: wait the seconds in `Retry-After`, then try again."""
+
+
+class RetryAfter(BaseModel):
+    """The headers of a 429 reply."""
+
+    retry_after: int = Field(ge=1, description="Seconds to wait before trying again.")
+
+
+class SetsRefreshCookie(BaseModel):
+    """The headers of a reply that sets (or clears) the page's refresh-token cookie."""
+
+    set_cookie: str = Field(
+        description="`quart_rooms_refresh=<refresh token>; HttpOnly; SameSite=Strict; Path=/api/auth` "
+        "(cleared on sign-out)."
+    )
+
+
+class Health(BaseModel):
+    """The process runs."""
+
+    status: Literal["ok"]
+
+
+class ReadyChecks(BaseModel):
+    database: Literal["ok", "unavailable"]
+    broker: Literal["ok", "unavailable"] | None = Field(default=None, description="Only when `redis_url` is set.")
+
+
+class Ready(BaseModel):
+    """Storage (and the broker, when configured) answer."""
+
+    status: Literal["ok"]
+    checks: ReadyChecks
+
+
+class NotReady(BaseModel):
+    """Storage or the broker does not answer."""
+
+    status: Literal["unavailable"]
+    checks: ReadyChecks
+
+
+class Metrics(RootModel[str]):
+    """The Prometheus text format."""
+
+    media_type: ClassVar[str] = "text/plain"

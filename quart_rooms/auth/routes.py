@@ -6,10 +6,11 @@ import logging
 
 from pydantic import ValidationError
 from quart import Blueprint, Response, jsonify, request
-from quart_schema import document_request, document_response, validate_request
+from quart_schema import document_request, document_response, tag_blueprint, validate_request
 
 from quart_rooms.api.errors import json_body
-from quart_rooms.api.schemas import Login, Refresh, TokenReply
+from quart_rooms.api.openapi import errors, public
+from quart_rooms.api.schemas import Login, NoContent, Refresh, SetsRefreshCookie, TokenReply
 from quart_rooms.auth.http import services
 from quart_rooms.auth.passwords import needs_rehash
 from quart_rooms.auth.tokens import TokenPair, bearer_token
@@ -19,6 +20,7 @@ from quart_rooms.storage.models import User
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("auth", __name__, url_prefix="/api/auth")
+tag_blueprint(blueprint, ["sign-in"])
 REFRESH_COOKIE = "quart_rooms_refresh"
 
 
@@ -42,8 +44,10 @@ def _token_reply(pair: TokenPair) -> Response:
 
 
 @blueprint.post("/login")
+@public
 @validate_request(Login)
-@document_response(TokenReply)
+@errors(400, 401, 413, 429)
+@document_response(TokenReply, 200, SetsRefreshCookie)
 async def login(data: Login) -> Response:
     """Exchange a username (any case) and password for an access and a refresh token."""
     svc = services()
@@ -100,8 +104,10 @@ async def _optional_body() -> Refresh | None:
 
 
 @blueprint.post("/refresh")
+@public
 @document_request(Refresh)
-@document_response(TokenReply)
+@errors(400, 401, 413)
+@document_response(TokenReply, 200, SetsRefreshCookie)
 async def refresh() -> Response:
     """Exchange a refresh token (body or cookie) for a new pair; the old one stops working."""
     token = _refresh_token(await _optional_body())
@@ -111,7 +117,10 @@ async def refresh() -> Response:
 
 
 @blueprint.post("/logout")
+@public
 @document_request(Refresh)
+@errors(400, 401, 413)
+@document_response(NoContent, 204, SetsRefreshCookie)
 async def logout() -> Response:
     """End the sign-in session of the refresh token (body or cookie) or of the access token.
 

@@ -32,13 +32,12 @@ PAGE_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 )
-# Quart-Schema's API docs pages load their viewer from a CDN and start it with an
-# inline script; they show only the OpenAPI document, never user content.
+# The API viewer (/docs) is Swagger UI served from the package (quart_rooms/api/docs_static),
+# started by a script file: only the server's own files, nothing inline, no CDN.
 API_DOCS_PATHS = ("/docs", "/redocs", "/scalar")
 API_DOCS_POLICY = (
-    "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdnjs.cloudflare.com https://cdn.jsdelivr.net; "
-    "style-src 'self' 'unsafe-inline' https://cdnjs.cloudflare.com https://fonts.googleapis.com; "
-    "img-src 'self' data: https:; font-src 'self' https:; connect-src 'self'; frame-ancestors 'none'"
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "
+    "connect-src 'self'; object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 )
 
 
