@@ -34,7 +34,7 @@ PAGE_POLICY = (
 )
 # The API viewer (/docs) is Swagger UI served from the package (quart_rooms/api/docs_static),
 # started by a script file: only the server's own files, nothing inline, no CDN.
-API_DOCS_PATHS = ("/docs", "/redocs", "/scalar")
+API_DOCS_PATHS = ("/docs",)
 API_DOCS_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "
     "connect-src 'self'; object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
