@@ -26,6 +26,8 @@ import aiohttp
 import pytest
 import socketio
 
+from quart_rooms.storage import queries
+from quart_rooms.storage.queries import NewMessage
 from tests.conftest import add_admin, make_settings, running
 from tests.helpers import Api, Chatter, Server, chatters, cheap_passwords, refusal
 from tests.test_redis import redis_url
@@ -544,3 +546,44 @@ async def test_a_flood_is_rate_limited_then_disconnected(
     assert [m["user"] for m in stored] == ["alice"] * 20 + ["bob"]  # exactly the rate limit's 20
     assert [m["id"] for m in stored] == list(range(1, 22))
     assert {a["id"] for a in accepted} <= set(range(1, 21))
+
+
+async def test_a_flood_of_recoveries_is_limited_too(server: Server, admin_api: Api, people: dict[str, str]) -> None:
+    """A socket repeating `join {since_id: 0}` 200 times a second (each one a full recovery read from
+    storage and sent back: ~80 KB for one 40-byte frame) is limited like a message flood: it gets
+    `rate_limited` acks with a numeric retry_after well before 150 of them (and may be disconnected)."""
+    await admin_api.create_room("big", public=True)
+    async with server.services.db.writes() as session, session.begin():  # stored straight, not posted
+        room = await queries.get_room(session, "big")
+        assert room is not None
+        await queries.store_messages(session, [NewMessage(room.id, "big", "bob", "x" * 200, None)] * 300)
+    alice = await raw_open(server, people["alice"])
+    try:
+        sent = 0
+        for n in range(150):
+            if alice.closed.is_set():
+                break
+            await alice.send(f'42{n + 1}["join",{{"room":"big","since_id":0}}]')
+            sent += 1
+            await asyncio.sleep(0.005)
+        for _ in range(250):
+            acks = [f for f in alice.frames if f.startswith("43")]
+            if alice.closed.is_set() or len(acks) >= sent:
+                break
+            await asyncio.sleep(0.02)
+        full = [f for f in acks if '"ok":true' in f[:20]]
+        limited = [json.loads(f[f.index("["):])[0] for f in acks if '"rate_limited"' in f[:120]]
+        megabytes = sum(len(f) for f in full) / 1e6
+        assert limited, (f"{len(full)} full recoveries ({megabytes:.1f} MB) answered to one socket, none "
+                         f"rate_limited{' (then disconnected)' if alice.closed.is_set() else ''}")
+        for ack in limited:
+            assert isinstance(ack.get("retry_after"), int | float) and ack["retry_after"] > 0, ack
+    finally:
+        await alice.close()
+
+
+async def raw_open(server: Server, token: str) -> RawSocket:
+    sock = RawSocket(server.url)
+    reply = await sock.open(token)
+    assert reply.startswith("40{"), reply
+    return sock
