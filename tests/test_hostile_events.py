@@ -229,7 +229,9 @@ async def test_lifecycle_and_internal_names_reach_no_handler(
     assert (seen["user"], seen["msg"]) == ("bob", "still there?")
     posted = await alice.call('["message",{"room":"red","msg":"yes"}]')
     assert posted["ok"] is True and posted["id"] == 2
-    assert [m["msg"] for m in await bob.wait_for("message", 2)] == ["still there?", "yes"]
+    got = await bob.wait_for("message", 2)
+    assert [(m["user"], m["msg"]) for m in got] == [("bob", "still there?"), ("alice", "yes")]  # not carol
+    assert [w["user"] for w in alice.events["welcome"]] == ["alice"]  # one connect, as alice
     assert "kicked" not in alice.events and "session_expired" not in alice.events
 
     # The rules still hold for it: disabling alice ends this socket at once.
