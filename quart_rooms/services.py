@@ -78,6 +78,7 @@ class Services:
             chat=Chat(
                 db, access, feeds, writer, changes, tasks,
                 rate=Window(storage, settings.messages_per_10s, 10, "messages"),
+                join_rate=Window(storage, settings.joins_per_10s, 10, "joins"),
                 max_message_chars=settings.max_message_chars,
                 max_recovery=settings.max_recovery,
             ),

@@ -49,6 +49,7 @@ class Settings:
     max_message_chars: int
     max_recovery: int
     messages_per_10s: int
+    joins_per_10s: int
     max_sockets_per_user: int
     max_body_bytes: int
     max_socket_packet_bytes: int
@@ -198,7 +199,7 @@ def _check(values: Mapping[str, Any]) -> None:
         "access_token_ttl", "refresh_token_ttl", "max_message_chars", "messages_per_10s",
         "max_sockets_per_user", "max_body_bytes", "max_socket_packet_bytes",
         "login_failures_per_account", "login_failures_per_address", "login_failure_window",
-        "max_recovery", "max_pending_sign_ins", "shutdown_timeout",
+        "max_recovery", "max_pending_sign_ins", "shutdown_timeout", "joins_per_10s",
         "read_timeout", "body_timeout",
     )
     for key in positive:

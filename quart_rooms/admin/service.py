@@ -19,6 +19,7 @@ from quart_rooms.access import Principal, may_change_grant
 from quart_rooms.auth.passwords import Passwords
 from quart_rooms.changes import ChangeLog, commit_change
 from quart_rooms.errors import Conflict, Forbidden, NotFound
+from quart_rooms.names import check_room_name, check_username
 from quart_rooms.storage import queries
 from quart_rooms.storage.db import Database
 from quart_rooms.storage.models import AuditEntry, Grant, Room, User
@@ -47,12 +48,14 @@ class Admin:
         await commit_change(session, self._changes, change_id)
 
     async def _user(self, session: AsyncSession, username: str) -> User:
+        check_username(username)  # a name no account can have never reaches storage
         user = await queries.get_user(session, username)
         if user is None:
             raise NotFound(f"No user named {username!r}.")
         return user
 
     async def _room(self, session: AsyncSession, name: str) -> Room:
+        check_room_name(name)
         room = await queries.get_room(session, name)
         if room is None:
             raise NotFound(f"No room named {name!r}.")

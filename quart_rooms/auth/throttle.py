@@ -2,21 +2,25 @@
 line and settings": successes are never counted; 1.1: brute force stays throttled while a user
 with no failures of their own signs in).
 
-- Per account: an attempt is counted *before* its password is checked, and
-  the count is cleared when it succeeds, so concurrent guesses cannot pass
-  the check together.
-- Per address: failures are counted once known, plus the attempts being
-  checked on this process. The address limit applies only to accounts that
-  have failures of their own: an office behind one address, or a sprayer's
-  made-up names, never locks out a user who has not failed; a sprayer gets
-  one guess per real account per window once the address is over its limit.
+- Per account: at most `per_account` failures within the window, and never
+  more password checks at once than the failures still allowed: the others
+  wait for a check to finish. Sixty concurrent guesses get five checks; twelve
+  concurrent correct sign-ins all succeed, five at a time. A success clears
+  the account's failures.
+- Per address: failures are counted, plus the checks under way on this
+  process. The address limit applies only to accounts that have failures of
+  their own: an office behind one address, or a sprayer's made-up names,
+  never locks out a user who has not failed; a sprayer gets one guess per real
+  account per window once the address is over its limit.
 
-The windows live in the `limits` storage (Redis when configured), so every
-worker and node counts together.
+The failure windows live in the `limits` storage (Redis when configured), so
+every worker and node counts together; the checks under way are counted per
+process, so several processes may each run their share of concurrent checks.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -28,6 +32,7 @@ from quart_rooms.errors import RateLimited
 from quart_rooms.ratelimit import Window
 
 MESSAGE = "Too many failed sign-ins; try again later."
+MAX_WAIT = 10.0  # seconds an attempt waits for the account's other checks before 429
 
 
 @dataclass
@@ -43,29 +48,56 @@ class LoginThrottle:
     def __init__(self, storage: Storage, *, per_account: int, per_address: int, window: int) -> None:
         self._account = Window(storage, per_account, window, "login-account")
         self._address = Window(storage, per_address, window, "login-address")
-        self._checking: Counter[str] = Counter()  # attempts per address being checked on this process
+        self._checking_account: Counter[str] = Counter()  # password checks under way, per account
+        self._checking_address: Counter[str] = Counter()
+        self._done: asyncio.Condition | None = None
+
+    def _condition(self) -> asyncio.Condition:
+        if self._done is None:
+            self._done = asyncio.Condition()
+        return self._done
+
+    async def _admit(self, account: str, address: str) -> None:
+        """Wait until a check of this account may start; RateLimited when it may not."""
+        deadline = asyncio.get_running_loop().time() + MAX_WAIT
+        while True:
+            left, wait = await self._account.room(account)
+            if left <= 0:
+                raise RateLimited(MESSAGE, retry_after=wait)
+            if left < self._account.item.amount:  # the account has failures of its own
+                address_left, address_wait = await self._address.room(address)
+                if address_left - self._checking_address[address] <= 0:
+                    raise RateLimited(MESSAGE, retry_after=address_wait)
+            if left - self._checking_account[account] > 0:
+                return
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                raise RateLimited("Too many sign-ins of this account at once; try again.", retry_after=1.0)
+            async with self._condition():
+                try:
+                    await asyncio.wait_for(self._condition().wait(), remaining)
+                except TimeoutError:
+                    pass
 
     @asynccontextmanager
     async def attempt(self, username: str, address: str) -> AsyncIterator[Attempt]:
-        """Count an attempt around its password check; RateLimited (with retry_after) when over a limit."""
+        """Admit an attempt around its password check; RateLimited (with retry_after) when over a limit."""
         account = username.lower()
-        remaining, wait = await self._account.room(account)
-        if remaining < self._account.item.amount:  # the account has failures of its own
-            left, address_wait = await self._address.room(address)
-            if left - self._checking[address] <= 0:
-                raise RateLimited(MESSAGE, retry_after=address_wait)
-        wait = await self._account.hit(account)
-        if wait:
-            raise RateLimited(MESSAGE, retry_after=wait)
+        await self._admit(account, address)
         attempt = Attempt()
-        self._checking[address] += 1
+        self._checking_account[account] += 1
+        self._checking_address[address] += 1
         try:
             yield attempt
         finally:
-            self._checking[address] -= 1
-            if not self._checking[address]:
-                del self._checking[address]
+            for counter, key in ((self._checking_account, account), (self._checking_address, address)):
+                counter[key] -= 1
+                if not counter[key]:
+                    del counter[key]
             if attempt.succeeded:
                 await self._account.clear(account)
             else:
+                await self._account.hit(account)
                 await self._address.hit(address)
+            async with self._condition():
+                self._condition().notify_all()

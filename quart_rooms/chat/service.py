@@ -43,6 +43,7 @@ class Chat:
         tasks: OwnedTasks,
         *,
         rate: Window,
+        join_rate: Window,
         max_message_chars: int,
         max_recovery: int,
     ) -> None:
@@ -53,11 +54,17 @@ class Chat:
         self._changes = changes
         self._tasks = tasks
         self._rate = rate
+        self._join_rate = join_rate
         self.max_message_chars = max_message_chars
         self.max_recovery = max_recovery
 
     async def open_room(self, user: Principal, room: str) -> tuple[RoomAccess, RoomFeed]:
-        """The user's access to a room (read at least) and its loaded feed; release the feed after."""
+        """The user's access to a room (read at least) and its loaded feed; release the feed after.
+
+        RateLimited beyond `joins_per_10s` joins of the user (a join may read storage)."""
+        wait = await self._join_rate.hit(user.username.lower())
+        if wait:
+            raise RateLimited(f"Too many joins; wait {wait:.1f} s.", retry_after=wait)
         found = await self.access.require(user, room, "read")
         return found, await self.feeds.open(found.room_id, found.room, found.epoch)
 

@@ -29,11 +29,12 @@ from quart_rooms.errors import (
     AppError,
     BadRequest,
     NotInRoom,
+    RateLimited,
     Unauthorized,
     Unavailable,
 )
 from quart_rooms.metrics import Metrics
-from quart_rooms.names import MAX_ID, check_room_name, is_id
+from quart_rooms.names import MAX_ID, check_room_name, is_id, storable
 from quart_rooms.realtime.hub import Hub
 from quart_rooms.realtime.sessions import Socket
 from quart_rooms.settings import Settings
@@ -42,7 +43,10 @@ from quart_rooms.storage.queries import StoredMessage
 
 log = logging.getLogger(__name__)
 Ack = dict[str, Any]
-MAX_WAITING = 64  # events one socket may have waiting for their turn before it counts as flooding
+# Events one socket may have waiting for their turn (memory: at most this many packets of
+# max_socket_packet_bytes); beyond it the socket counts as flooding and is closed. Far above
+# what a client that waits for acks, or pipelines a few hundred messages, ever has.
+MAX_WAITING = 1000
 MAX_EPOCH_CHARS = 20
 JOIN_ATTEMPTS = 3
 
@@ -90,22 +94,26 @@ class ChatNamespace(socketio.AsyncNamespace):
             "refresh": self._refresh,
         }
 
-    async def trigger_event(self, event: str, *args: Any) -> Any:
+    async def trigger_event(self, event: Any, *args: Any) -> Any:
         """Dispatch an event: the server's own connect/disconnect, or a contract event in its turn."""
         sid = args[0] if args else ""
         if event == "connect" and self.sockets.get(sid) is None:
             return await self.on_connect(*args)
         if event == "disconnect" and not self.server.manager.is_connected(sid, "/"):
             return await self.on_disconnect(*args)
-        handler = self._events.get(event)
         socket = self.sockets.get(sid)
+        handler = self._events.get(event) if isinstance(event, str) else None
         if handler is None or socket is None:
             return BadRequest(f"Unknown event {str(event)[:40]!r}.").ack()
+        if len(args) > 2:
+            return BadRequest("An event takes one payload object and an acknowledgement, nothing more.").ack()
         if socket.waiting >= MAX_WAITING:
-            log.warning("socket %s of %s floods (%d events waiting); disconnecting", sid, socket.user.username,
-                        socket.waiting)
-            self.hub.spawn(self.server.disconnect(sid))
-            return BadRequest("Too many events at once.").ack()
+            if not socket.ending:
+                socket.ending = True  # one disconnect, however many more frames arrive
+                log.warning("socket %s of %s floods (%d events waiting); disconnecting", sid,
+                            socket.user.username, socket.waiting)
+                self.hub.spawn(self.server.disconnect(sid))
+            return RateLimited("Too many events at once; the connection is closed.", retry_after=10.0).ack()
         socket.waiting += 1
         async with socket.turn:  # FIFO: events take effect in the order they arrived
             socket.waiting -= 1
@@ -151,7 +159,11 @@ class ChatNamespace(socketio.AsyncNamespace):
             if not self.accepting:
                 raise Unavailable("The server is shutting down; connect again shortly.")
             claims = self.tokens.verify(_token_from(environ, auth))
-            user = await self.access.authenticate(claims.uid, claims.ver, claims.sid)
+            while True:  # an admin change during the check (disabling the account): check again
+                generation = self.access.generation
+                user = await self.access.authenticate(claims.uid, claims.ver, claims.sid)
+                if generation == self.access.generation:
+                    break
             limit = self.settings.max_sockets_per_user
             if self.sockets.count(user.id) >= limit:
                 raise _TooManySockets(f"At most {limit} connections per user.")
@@ -214,7 +226,9 @@ class ChatNamespace(socketio.AsyncNamespace):
         since_id, epoch = payload.get("since_id"), payload.get("epoch")
         if since_id is not None and not is_id(since_id):
             raise BadRequest(f"since_id must be a whole number from 0 to {MAX_ID}.")
-        if epoch is not None and (not isinstance(epoch, str) or not 0 < len(epoch) <= MAX_EPOCH_CHARS):
+        if epoch is not None and (
+            not isinstance(epoch, str) or not 0 < len(epoch) <= MAX_EPOCH_CHARS or not storable(epoch)
+        ):
             raise BadRequest(f"epoch must be a string of 1-{MAX_EPOCH_CHARS} characters.")
         for _ in range(JOIN_ATTEMPTS):
             generation = self.access.generation
@@ -275,9 +289,11 @@ class ChatNamespace(socketio.AsyncNamespace):
             if error.code == "rate_limited":
                 self.metrics.rate_limited.labels("messages").inc()
             if error.code == "rate_limited" and socket.refused(10.0) > 2 * self.settings.messages_per_10s:
-                log.warning("socket %s of %s keeps sending past its rate limit; disconnecting",
-                            socket.sid, user.username)
-                self.hub.spawn(self.server.disconnect(socket.sid))
+                if not socket.ending:
+                    socket.ending = True
+                    log.warning("socket %s of %s keeps sending past its rate limit; disconnecting",
+                                socket.sid, user.username)
+                    self.hub.spawn(self.server.disconnect(socket.sid))
             raise
         return pending
 

@@ -25,6 +25,7 @@ class Socket:
     rooms: dict[str, str] = field(default_factory=dict)  # lower-case name -> the room's name
     refusals: deque[float] = field(default_factory=deque)  # times of rate-limited messages
     closed: bool = False
+    ending: bool = False  # the server is disconnecting it (a flood)
 
     def room(self, name: str) -> str | None:
         """The room's name if the socket is in it (names match regardless of case), else None."""
