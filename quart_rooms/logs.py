@@ -21,7 +21,7 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(process)d]: %(message)s"
 JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s"
 # Hypercorn's access-log atoms: client, method, path (no query), protocol, status, bytes, microseconds.
 ACCESS_FORMAT = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(D)sus'
-ACCESS_LOGGER = "quart_rooms.access"
+ACCESS_LOGGER = "quart_rooms.access_log"  # not quart_rooms.access: that is the access rules module
 
 
 def configure_logging(settings: Settings) -> None:

@@ -38,6 +38,7 @@ from typing import Any
 
 from hypercorn.config import Config, Sockets
 
+from quart_rooms.logs import ACCESS_FORMAT, ACCESS_LOGGER
 from quart_rooms.metrics import MULTIPROCESS_ENV
 from quart_rooms.settings import Settings
 
@@ -58,8 +59,9 @@ def hypercorn_config(settings: Settings, *, host: str, port: int, workers: int =
 
     Limits come from `settings`: `read_timeout` (seconds of silence before a
     connection is closed) and `max_socket_packet_bytes` (the largest websocket
-    message Hypercorn will buffer, in bytes). Logs: errors to stderr at
-    `log_level`, no access log. The event loop (worker_class) is left to the caller.
+    message Hypercorn will buffer, in bytes). Logs: Hypercorn's error and
+    access loggers (`access_log`) write through the app's logging
+    (quart_rooms.logs). The event loop (worker_class) is left to the caller.
     """
     config = Config()
     config.bind = [bind_address(host, port)]
@@ -71,8 +73,10 @@ def hypercorn_config(settings: Settings, *, host: str, port: int, workers: int =
     config.h2_max_header_list_size = HEADER_BYTES
     config.h2_max_inbound_frame_size = H2_FRAME_BYTES
     config.h2_max_concurrent_streams = H2_STREAMS
-    config.accesslog = None
-    config.errorlog = "-"
+    # Hypercorn's loggers go through the app's handler (quart_rooms.logs): one format everywhere.
+    config.accesslog = logging.getLogger(ACCESS_LOGGER) if settings.access_log else None
+    config.access_log_format = ACCESS_FORMAT
+    config.errorlog = logging.getLogger("hypercorn.error")
     config.loglevel = settings.log_level
     # In-flight requests get what is left of shutdown_timeout after the app drained (app.Realtime.stop).
     config.graceful_timeout = min(GRACEFUL_TIMEOUT, settings.shutdown_timeout * 0.3)
