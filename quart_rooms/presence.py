@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 import redis.asyncio
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 
 NODE_TTL_MS = 5000  # a node silent this long is reaped
 TIMEOUT = 0.5  # seconds a presence call to Redis may take
+BREAK = 5.0  # seconds to decide locally after Redis failed, before asking it again
 
 
 class LocalPresence:
@@ -241,6 +243,10 @@ class Presence:
         self.local = LocalPresence()
         self.shared = shared
         self.dirty = False  # Redis missed a change: rewrite this node's share when it answers
+        # Shared changes go to Redis one at a time, in the order the local ones were made: a
+        # socket's +1 and its -1 on two connections could otherwise arrive the other way round.
+        self._order = asyncio.Lock()
+        self._broken_until = 0.0  # after a failure, decide locally for BREAK seconds
         # Called with (room, user) pairs that left with a dead node: announce `left` for them.
         self.on_reaped: Callable[[list[tuple[str, str]]], None] = lambda pairs: None
         self._task: asyncio.Task[None] | None = None
@@ -257,24 +263,35 @@ class Presence:
             return False
         return await self._shared_change(room, user, -1)
 
+    def _usable(self) -> bool:
+        return self.shared is not None and time.monotonic() >= self._broken_until
+
+    def _failed(self, exc: Exception) -> None:
+        if time.monotonic() >= self._broken_until:
+            log.warning("presence: Redis did not answer (%r); deciding from this node alone for %.0f s", exc, BREAK)
+        self._broken_until = time.monotonic() + BREAK
+        self.dirty = True
+
     async def _shared_change(self, room: str, user: str, delta: int) -> bool:
         if self.shared is None:
             return True
-        try:
-            return await self.shared.change(room, user, delta)
-        except Exception as exc:
-            log.warning("presence: Redis did not answer (%s); deciding from this node alone", exc)
-            self.dirty = True
-            return True
+        async with self._order:
+            if not self._usable():
+                self.dirty = True
+                return True
+            try:
+                return await self.shared.change(room, user, delta)
+            except Exception as exc:
+                self._failed(exc)
+                return True
 
     async def members(self, room: str) -> list[str]:
         """The users in the room on any node (this node's alone when Redis does not answer)."""
-        if self.shared is not None:
+        if self.shared is not None and self._usable():
             try:
                 return await self.shared.members(room)
             except Exception as exc:
-                log.warning("presence: Redis did not answer (%s); listing this node's members", exc)
-                self.dirty = True
+                self._failed(exc)
         return self.local.members(room)
 
     def start(self) -> None:
@@ -298,18 +315,17 @@ class Presence:
         assert self.shared is not None
         while True:
             try:
-                if self.dirty:
-                    await self.shared.resync(self.local.entries())
-                    self.dirty = False
-                if not await self.shared.beat():
-                    await self.shared.resync(self.local.entries())
+                known = await self.shared.beat()  # no lock: a heartbeat changes no counts
+                if self.dirty or not known:
+                    async with self._order:  # no change slips between the snapshot and the rewrite
+                        await self.shared.resync(self.local.entries())
+                        self.dirty = False
+                        self._broken_until = 0.0
                 gone = await self.shared.reap()
                 if gone:
                     self.on_reaped(gone)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                if not self.dirty:
-                    log.warning("presence: Redis did not answer (%s); will rewrite this node's share", exc)
-                self.dirty = True
+                self._failed(exc)
             await asyncio.sleep(1.0)

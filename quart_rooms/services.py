@@ -17,7 +17,7 @@ from quart_rooms.chat.feed import Deliver, Feeds
 from quart_rooms.chat.service import Chat
 from quart_rooms.chat.writer import Writer
 from quart_rooms.metrics import Metrics
-from quart_rooms.ratelimit import Window, limits_storage
+from quart_rooms.ratelimit import LimitStore, Window
 from quart_rooms.settings import Settings
 from quart_rooms.storage.db import Database, open_database
 from quart_rooms.storage.queries import StoredMessage
@@ -56,7 +56,7 @@ class Services:
         tasks = OwnedTasks()
         access = Access(db.reads)
         passwords = Passwords(max_pending=settings.max_pending_sign_ins)
-        storage = limits_storage(settings.redis_url, settings.redis_channel)
+        storage = LimitStore(settings.redis_url, settings.redis_channel)
         changes = ChangeLog(db.reads, poll_interval=CHANGE_POLL, fast_poll_interval=FAST_POLL)
         feeds = Feeds(db.reads, _no_delivery)
         services: Services

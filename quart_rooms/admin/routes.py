@@ -92,7 +92,7 @@ async def update_user(username: str, data: UserChange) -> dict[str, Any]:
 
 @blueprint.delete("/users/<username>")
 @operation_id("admin_user")
-@errors(401, 403, 404, 409)
+@errors(400, 401, 403, 404, 409)
 @no_content
 @admin_required
 async def delete_user(username: str) -> Response:
@@ -139,7 +139,7 @@ async def update_room(room: str, data: RoomChange) -> dict[str, Any]:
 
 @blueprint.delete("/rooms/<room>")
 @operation_id("admin_room")
-@errors(401, 403, 404)
+@errors(400, 401, 403, 404)
 @no_content
 @admin_required
 async def delete_room(room: str) -> Response:
@@ -162,7 +162,7 @@ async def put_grant(room: str, username: str, data: GrantIn) -> dict[str, Any]:
 
 @blueprint.delete("/rooms/<room>/grants/<username>")
 @operation_id("admin_grant")
-@errors(401, 403, 404)
+@errors(400, 401, 403, 404)
 @no_content
 @admin_required
 async def delete_grant(room: str, username: str) -> Response:
@@ -173,7 +173,7 @@ async def delete_grant(room: str, username: str) -> Response:
 
 @blueprint.get("/rooms/<room>/grants")
 @operation_id("admin_grants")
-@errors(401, 403, 404)
+@errors(400, 401, 403, 404)
 @admin_required
 @validate_response(Grants)
 async def list_grants(room: str) -> dict[str, Any]:

@@ -26,10 +26,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from limits.aio.storage import Storage
-
 from quart_rooms.errors import RateLimited
-from quart_rooms.ratelimit import Window
+from quart_rooms.ratelimit import LimitStore, Window
 
 MESSAGE = "Too many failed sign-ins; try again later."
 MAX_WAIT = 10.0  # seconds an attempt waits for the account's other checks before 429
@@ -45,7 +43,7 @@ class Attempt:
 class LoginThrottle:
     """Refuses sign-in attempts after too many recent failures."""
 
-    def __init__(self, storage: Storage, *, per_account: int, per_address: int, window: int) -> None:
+    def __init__(self, storage: LimitStore, *, per_account: int, per_address: int, window: int) -> None:
         self._account = Window(storage, per_account, window, "login-account")
         self._address = Window(storage, per_address, window, "login-address")
         self._checking_account: Counter[str] = Counter()  # password checks under way, per account

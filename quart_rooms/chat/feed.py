@@ -183,6 +183,11 @@ class Feeds:
             log.warning("room %s: filling a gap from storage failed; retrying", feed.room, exc_info=True)
             self._drain(feed)  # watches the gap again
 
+    async def fill(self, feed: RoomFeed, upto: int) -> None:
+        """Deliver what storage holds up to id `upto` that this feed has not delivered yet."""
+        if upto > feed.last:
+            await self._read_into(feed, upto)
+
     async def _read_into(self, feed: RoomFeed, upto: int) -> None:
         after = feed.last
         async with self._sessions() as session:

@@ -114,10 +114,15 @@ class Broker:
                 self._on_down()
 
     async def _listen(self) -> None:
+        subscribed_before = False
         while True:
             pubsub: PubSub = self._subscriber.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self.channel)
+                if subscribed_before:  # what was published while the subscription was gone is lost
+                    log.info("broker: subscribed again; catching up from storage")
+                    self._on_up()
+                subscribed_before = True
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if message is not None:

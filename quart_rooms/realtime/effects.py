@@ -117,13 +117,13 @@ class LiveEffects:
     async def _room_delete(self, data: dict[str, Any]) -> None:
         self.feeds.drop(data["room_id"])
         grants = {name.lower(): role for name, role in data["grants"].items()}
-        for sockets in self._by_account():
+        accounts = self._by_account()
+        for sockets in accounts:
             user = sockets[0].user
-            for socket in sockets:
-                await self.hub.kick(socket, data["room"], "room_deleted")
             role = effective_role(is_admin=user.is_admin, public=data["public"], granted=grants.get(user.username.lower()))
             if role is not None:
                 self._tell(sockets, data["room"], None)
+        await self.hub.kick([s for sockets in accounts for s in sockets], data["room"], "room_deleted")
 
     async def _message_delete(self, data: dict[str, Any]) -> None:
         self.feeds.delete(data["room_id"], data["epoch"], data["id"])
@@ -138,12 +138,10 @@ class LiveEffects:
         """Tell every socket of the account, and kick those in the room when the role is gone."""
         if before == after:
             return
-        if after is None:
-            for socket in sockets:
-                if await self.hub.kick(socket, room, "revoked") and self._change is not None:
-                    lag = (datetime.now(timezone.utc) - self._change.ts).total_seconds()
-                    self.metrics.revocation_seconds.observe(max(0.0, lag))
         self._tell(sockets, room, after)
+        if after is None and await self.hub.kick(sockets, room, "revoked") and self._change is not None:
+            lag = (datetime.now(timezone.utc) - self._change.ts).total_seconds()
+            self.metrics.revocation_seconds.observe(max(0.0, lag))
 
     def _tell(self, sockets: list[Socket], room: str, role: Role | None) -> None:
         for socket in sockets:

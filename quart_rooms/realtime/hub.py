@@ -60,19 +60,22 @@ class Hub:
         for room, user in gone:
             self.announce(room, user, "left")
 
-    async def kick(self, socket: Socket, room: str, reason: str) -> bool:
-        """The socket leaves the room first, then gets `kicked`, so no message slips in between.
-
-        False when the socket was not in the room."""
-        if socket.room(room) is None:
-            return False
-        name = socket.rooms[room.lower()]
-        self.sio.manager.basic_leave_room(socket.sid, "/", internal_room(name))
-        socket.rooms.pop(name.lower(), None)
-        send(self.sio, socket.sid, "kicked", {"room": name, "reason": reason})
-        if await self.presence.leave(name, socket.user.username, socket.sid):
-            self.announce(name, socket.user.username, "left")
-        return True
+    async def kick(self, sockets: list[Socket], room: str, reason: str) -> int:
+        """Each socket in the room leaves it, then gets `kicked` (so no message slips in between),
+        all of them before presence is updated; how many were in the room."""
+        gone: list[tuple[Socket, str]] = []
+        for socket in sockets:
+            name = socket.room(room)
+            if name is None:
+                continue
+            self.sio.manager.basic_leave_room(socket.sid, "/", internal_room(name))
+            socket.rooms.pop(name.lower(), None)
+            send(self.sio, socket.sid, "kicked", {"room": name, "reason": reason})
+            gone.append((socket, name))
+        for socket, name in gone:
+            if await self.presence.leave(name, socket.user.username, socket.sid):
+                self.announce(name, socket.user.username, "left")
+        return len(gone)
 
     def tell(self, socket: Socket, event: str, data: dict[str, object]) -> None:
         """An event to one socket."""
