@@ -29,6 +29,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 
 from tests.conftest import ADMIN_PASSWORD, add_admin, free_port, make_settings, running
 from tests.helpers import Api, Chatter, Server
@@ -220,6 +221,16 @@ class RedisServer:
                 return sock.recv(16).startswith(b"+PONG")
         except OSError:
             return False
+
+    def kill_subscribers(self) -> int:
+        """CLIENT KILL TYPE pubsub: drop every subscriber connection; how many there were."""
+        with redis.Redis(port=self.port, socket_timeout=5) as client:
+            return int(client.execute_command("CLIENT", "KILL", "TYPE", "pubsub"))
+
+    def subscribers(self) -> int:
+        """How many connections are subscribed to a channel."""
+        with redis.Redis(port=self.port, socket_timeout=5) as client:
+            return sum(1 for c in client.client_list(_type="pubsub") if c.get("sub") == "1")
 
     def stop(self) -> None:
         """SIGTERM, and wait until it is gone."""

@@ -1,10 +1,19 @@
-"""Faults of a cluster (issue 9): the broker stops or hangs, a node is killed, workers share one port.
+"""Faults of a cluster (issue 9): the broker stops, hangs or drops its subscribers, a node is killed,
+workers share one port.
 
 Broker faults use a redis-server of the test's own (stopped with SIGTERM, hung
-with SIGSTOP, woken with SIGCONT, started again on the same port), never the
-shared one. Nodes A and B run in this process for broker faults and as real
-`quart-rooms serve` processes for kill -9 and `--workers 2`. Storage is one
-PostgreSQL database throughout.
+with SIGSTOP, woken with SIGCONT, started again on the same port, subscribers
+dropped with CLIENT KILL), never the shared one. Nodes A and B run in this
+process for broker faults and as real `quart-rooms serve` processes for
+kill -9 and `--workers 2`. Storage is one PostgreSQL database throughout.
+
+What users must see: admin changes and messages still reach the other node
+(by polling) and nobody gets an id twice or out of order, also after moving
+to a node that lags behind; acks and kicks do not wait for a hung broker; the
+clients of a killed node recover everything on the other and its users are
+announced `left`; official JS clients work on `serve --workers 2` with
+transports ["websocket"] (long-polling needs sticky sessions, which one port
+shared by workers cannot give).
 """
 
 from __future__ import annotations
@@ -143,7 +152,8 @@ async def test_revoke_while_the_broker_is_down_reaches_the_other_node_by_polling
 async def test_messages_while_the_broker_is_stopped_reach_the_other_node_once_in_order(
     own_redis: RedisServer, database_url: str, tmp_path: Path
 ) -> None:
-    """Redis stopped for ~6 s while both nodes commit: every member gets every id once, in order, by its return."""
+    """Redis stopped for ~5 s while both nodes commit: every member gets every id once, in order, by its return;
+    acks stay fast; presence is whole again once Redis is back (empty)."""
     outage = 5.0
     async with two_nodes(database_url, tmp_path, own_redis.url, messages_per_10s=PLENTY) as (a, b):
         chatters = await room_with_four(a, b, "r")
@@ -210,6 +220,36 @@ async def test_messages_while_the_broker_is_stopped_reach_the_other_node_once_in
 
 
 @postgres_only
+async def test_a_dropped_broker_subscription_costs_no_more_than_a_reconnect(
+    own_redis: RedisServer, database_url: str, tmp_path: Path
+) -> None:
+    """Redis drops the nodes' subscriber connections (CLIENT KILL TYPE pubsub; a failover or a proxy does
+    the same): a message published meanwhile reaches B right after the reconnect, not at the next safety poll."""
+    async with two_nodes(database_url, tmp_path, own_redis.url, messages_per_10s=PLENTY) as (a, b):
+        admin = await admin_of(a)
+        async with admin:
+            await admin.create_room("r", public=True)
+            tokens = await make_users(admin, ["alice", "bob"])
+        alice, _ = await joined(a.url, tokens["alice"], "r")
+        bob, _ = await joined(b.url, tokens["bob"], "r")
+        try:
+            for n in range(3):
+                assert (await alice.call("message", {"room": "r", "msg": f"m{n}"}))["ok"]
+            await bob.wait_for("message", 3)
+            for n in range(4, 7):  # three times: a safety poll may happen to fall right after one of them
+                await wait_until(lambda: own_redis.subscribers() >= 2, 5, "both nodes to subscribe")
+                assert own_redis.kill_subscribers() >= 2  # both nodes' subscriptions
+                started = time.monotonic()
+                assert (await alice.call("message", {"room": "r", "msg": "while they reconnect"}))["ok"]
+                await bob.wait_for("message", n, timeout=10)
+                took = time.monotonic() - started
+                assert took < 1.5, f"B delivered message {n} {took:.2f} s after it was acked on A"
+            assert ids_of(bob.events["message"]) == [1, 2, 3, 4, 5, 6]
+        finally:
+            await close_all([alice, bob])
+
+
+@postgres_only
 async def test_a_hung_broker_slows_no_ack_and_cross_node_delivery_resumes(
     own_redis: RedisServer, database_url: str, tmp_path: Path
 ) -> None:
@@ -234,7 +274,6 @@ async def test_a_hung_broker_slows_no_ack_and_cross_node_delivery_resumes(
                     latencies.append(took)  # the slowest ack of four in flight
                 rounds += 1
                 await asyncio.sleep(0.2)
-            during = max(ack_id for ack_id in [m["id"] for m in carol.events["message"]] + [0])
             same_node_ok = (len(carol.events["message"]) >= 1 + 4 * rounds, len(dave.events["message"]) >= 4 * rounds)
             own_redis.resume()
             resumed = time.monotonic()
@@ -252,7 +291,6 @@ async def test_a_hung_broker_slows_no_ack_and_cross_node_delivery_resumes(
             reports = {name: order_report(ids_of(c.events["message"]), range(1, total + 1)) for name, c in chatters.items()}
             assert all(r == CLEAN for r in reports.values()), reports
             assert same_node_ok == (True, True), "same-node members did not get their node's messages during the hang"
-            assert during >= 1
             summary = (f"{len(latencies)} rounds of 4 in flight: median {statistics.median(latencies):.2f} s, "
                        f"max {max(latencies):.2f} s; B caught up {caught_up:.2f} s after SIGCONT")
             assert max(latencies) < 1.0 and statistics.median(latencies) < 0.25, "acks stalled while Redis hung: " + summary
@@ -401,8 +439,6 @@ async def test_clients_of_a_killed_node_recover_everything_on_the_other(
                 problems[name] = (since, order_report(seen, range(1, total + 1)))
         assert problems == {}, problems
         # The watcher hears that `lost` left, once, within a few seconds; the movers never left.
-        await watcher.wait_for("presence", 1, timeout=10)
-
         def actions(user: str) -> list[str]:
             return [p["action"] for p in watcher.events["presence"] if p["user"] == user]
 
