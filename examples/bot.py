@@ -17,7 +17,7 @@ and answers every message that mentions it (`@pingbot ping` -> `@alice pong
 
 Run it (Python 3.11+) against a server that has an account for it:
 
-    pip install "python-socketio[asyncio_client]" httpx
+    pip install "python-socketio[asyncio-client]" httpx
     quart-rooms create-user pingbot            # as an operator; then grant it a room, or use a public one
     QUART_ROOMS_BOT_PASSWORD=... python examples/bot.py --url http://127.0.0.1:5000 --room lobby
 

@@ -120,6 +120,9 @@ class Realtime:
         """Start following changes and taking messages; connect to the broker."""
         services = self.services
         await services.changes.start()
+        if self.broker is not None:
+            self.broker.deployment = services.changes.deployment
+            await self.broker.claim()
         services.chat.writer.start()
         if self.broker is not None:
             await self.broker.start()

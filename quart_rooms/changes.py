@@ -84,6 +84,7 @@ class ChangeLog:
         # Called after a change made here is committed, to wake the other processes.
         self.announce: Callable[[], None] = lambda: None
         self.position = 0
+        self.deployment = ""  # this deployment's id (read from storage at start)
         self.fast = False  # poll at the fast interval (the broker is away)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -92,7 +93,7 @@ class ChangeLog:
     async def start(self) -> None:
         """Start following from the newest change (what came before needs no live effect here)."""
         async with self._sessions() as session:
-            self.position = await queries.last_change_id(session)
+            self.position, self.deployment = await queries.change_head(session)
         self._wake = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._follow(), name="change-log")
 

@@ -118,8 +118,14 @@ def _backup(settings: Settings, target: Path) -> int:
     if target.exists():
         print(f"error: {target} exists; name a new file", file=sys.stderr)
         return 1
-    with closing(sqlite3.connect(f"file:{source}?mode=ro", uri=True)) as live, closing(sqlite3.connect(target)) as copy:
-        live.backup(copy)
+    try:
+        target.touch(mode=0o600, exist_ok=False)  # it holds password hashes: readable by its owner only
+        with closing(sqlite3.connect(f"file:{source}?mode=ro", uri=True)) as live, \
+                closing(sqlite3.connect(target)) as copy:
+            live.backup(copy)
+    except (OSError, sqlite3.Error) as exc:
+        print(f"error: cannot write {target}: {exc}", file=sys.stderr)
+        return 1
     print(f"backed up {source} to {target}")
     return 0
 

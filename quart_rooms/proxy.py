@@ -58,8 +58,7 @@ class TrustedProxies:
         if scope["type"] in ("http", "websocket") and self.networks:
             client = scope.get("client")
             if client and in_networks(client[0], self.networks):
-                scope = dict(scope)
-                self._apply(scope)
+                self._apply(scope)  # in place: Hypercorn's access log reads the same scope
         await self.app(scope, receive, send)
 
     def _apply(self, scope: Scope) -> None:

@@ -73,7 +73,7 @@ class Settings:
     def instance_dir(self) -> Path:
         """The instance folder, created on first use."""
         path = Path(self.instance_path).expanduser().resolve()
-        path.mkdir(parents=True, exist_ok=True)
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)  # the database and the secret: owner only
         return path
 
     @property

@@ -7,6 +7,7 @@ import os
 import secrets
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -144,3 +145,39 @@ def test_serve_with_two_workers_shares_rooms(redis_url: str, tmp_path: Path) -> 
     finally:
         server.send_signal(signal.SIGINT)
         server.communicate(timeout=20)
+
+
+async def test_deployments_sharing_a_redis_server_hear_nothing_of_each_other(redis_url: str, tmp_path: Path) -> None:
+    """Two deployments (two databases) on one Redis server: with their own db numbers and the default
+    channel nothing crosses (pub/sub ignores db numbers); on the same db and channel the second refuses
+    to start, naming the setting."""
+    base, _, _db = redis_url.rpartition("/")
+    secret = secrets.token_urlsafe(32)
+    channel = f"shared-{uuid.uuid4().hex}"  # one name for both deployments (fresh per run: claims last 60 s)
+
+    def settings(name: str, db: int) -> Any:
+        return make_settings(f"sqlite+aiosqlite:///{tmp_path / name}.db", tmp_path / name,
+                             redis_url=f"{base}/{db}", redis_channel=channel, jwt_secret=secret)
+
+    async with running(settings("one", 13)) as one, running(settings("two", 14)) as two:
+        chatters = []
+        for server in (one, two):
+            await add_admin(server)
+            async with Api(server) as admin:
+                await admin.login("admin", server.admin_password)
+                await admin.create_room("ops", public=True)  # the same name, epoch and ids in both
+                chatter = Chatter(server.url)
+                await chatter.connect(await admin.token_for("admin", server.admin_password))
+                assert (await chatter.call("join", {"room": "ops"}))["ok"]
+                chatters.append(chatter)
+        try:
+            assert (await chatters[0].call("message", {"room": "ops", "msg": "only in one"}))["ok"]
+            await chatters[0].wait_for("message")
+            await chatters[1].settle(0.8)  # several heartbeats and a feed poll
+            assert chatters[1].events["message"] == [] and chatters[1].events["presence"] == []
+        finally:
+            for chatter in chatters:
+                await chatter.close()
+        with pytest.raises(Exception, match=f"redis_channel '{channel}'.*another deployment"):
+            async with running(settings("three", 13)):
+                pass

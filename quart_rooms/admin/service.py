@@ -80,7 +80,7 @@ class Admin:
                 raise Conflict(f"A user named {username!r} exists already.") from exc
             change_id = await queries.append_change(session, "user.create", {"user": username, "user_id": user.id})
             user.token_version = change_id  # tokens of an earlier account of this name never match
-            queries.audit(session, actor, "user.create", f"user:{username}" + (" admin" if is_admin else ""))
+            queries.audit(session, actor, "user.create", f"user:{username}" + (" is_admin=true" if is_admin else ""))
             await self._commit(session, change_id)
         return user
 
@@ -164,7 +164,7 @@ class Admin:
                 session, "room.create", {"room": name, "room_id": room.id, "public": public}
             )
             room.epoch = str(change_id)  # a room made again under this name starts a new epoch
-            queries.audit(session, actor, "room.create", f"room:{name}" + (" public" if public else ""))
+            queries.audit(session, actor, "room.create", f"room:{name}" + (" public=true" if public else ""))
             await self._commit(session, change_id)
         return room
 

@@ -82,8 +82,7 @@ class Chat:
         if since_id is not None and not reset and since_id > feed.last:
             # The client saw ids this process has not delivered yet (it came from a node that
             # was ahead): deliver up to them first, so that none of them comes live again.
-            await self.feeds.fill(feed, since_id)
-            reset = since_id > feed.last  # ids the room never had: the client's view is not this room's
+            await self.feeds.fill(feed, since_id)  # past the room's newest id: nothing after it
         if since_id is None or reset:
             return JoinHistory(feed.latest(HISTORY_ON_JOIN), more=False, reset=reset)
         read: list[StoredMessage] = []

@@ -35,6 +35,7 @@ DOWN_AFTER = 1.5  # seconds without our own heartbeat before the broker counts a
 PUBLISH_TIMEOUT = 0.5  # seconds one publish may take
 QUEUE_LIMIT = 10_000  # messages waiting to be published; beyond it the oldest are dropped
 RETRY = 0.5  # seconds between reconnection attempts
+OWNER_TTL = 60  # seconds a deployment's claim on its channel outlives its last process
 
 
 class Broker:
@@ -49,18 +50,51 @@ class Broker:
         on_up: Callable[[], None],
         on_down: Callable[[], None],
     ) -> None:
-        self.channel = f"{channel}:wake"
+        self._publisher = redis.asyncio.Redis.from_url(
+            url, socket_connect_timeout=PUBLISH_TIMEOUT, socket_timeout=PUBLISH_TIMEOUT
+        )
+        # Pub/sub channels ignore the db number: put it in the name, so deployments on one Redis
+        # server with their own db numbers (as the docs say) never hear each other.
+        db = self._publisher.connection_pool.connection_kwargs.get("db", 0)
+        self.channel = f"{channel}:{db}:wake"
+        self._owner_key = f"{channel}:deployment"
         self.node = node
+        self.deployment = ""  # set before start(): messages of other deployments are ignored
         self._on_message = on_message
         self._on_up = on_up
         self._on_down = on_down
-        options: dict[str, Any] = {"socket_connect_timeout": PUBLISH_TIMEOUT, "socket_timeout": PUBLISH_TIMEOUT}
-        self._publisher = redis.asyncio.Redis.from_url(url, **options)
         self._subscriber = redis.asyncio.Redis.from_url(url, socket_connect_timeout=PUBLISH_TIMEOUT)
         self._outbox: asyncio.Queue[bytes] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._last_heartbeat = 0.0
         self.healthy = False
+
+    async def claim(self) -> None:
+        """Make sure no other deployment uses this channel and db (RuntimeError if one does).
+
+        Two deployments sharing a channel would share presence and rate-limit keys.
+        A broker that does not answer is not fatal here (the nodes work without it).
+        """
+        try:
+            owner = await asyncio.wait_for(self._keep_claim(), PUBLISH_TIMEOUT * 4)
+        except Exception as exc:
+            log.warning("broker: cannot check who uses the channel (%s); going on", exc)
+            return
+        if owner != self.deployment:
+            raise RuntimeError(
+                f"redis_channel {self.channel.rsplit(':', 2)[0]!r} in this Redis db belongs to another deployment "
+                "(another database): give this one its own redis_channel or Redis db number (the claim lapses "
+                f"{OWNER_TTL} s after that deployment's last process stops)"
+            )
+
+    async def _keep_claim(self) -> str:
+        """Claim the channel for this deployment, or renew its claim; the deployment that holds it."""
+        await self._publisher.set(self._owner_key, self.deployment, nx=True, ex=OWNER_TTL)
+        owner = await self._publisher.get(self._owner_key)
+        owner = owner.decode() if isinstance(owner, bytes) else str(owner)
+        if owner == self.deployment:
+            await self._publisher.expire(self._owner_key, OWNER_TTL)
+        return owner
 
     async def start(self) -> None:
         """Start listening, publishing and heartbeating; a broker that is away is retried, not fatal."""
@@ -87,6 +121,7 @@ class Broker:
         if self._outbox.qsize() >= QUEUE_LIMIT:
             self._outbox.get_nowait()  # storage has it; the others catch up when the broker returns
         message["n"] = self.node
+        message["d"] = self.deployment
         self._outbox.put_nowait(json.dumps(message, separators=(",", ":")).encode())
 
     async def _publish_forever(self) -> None:
@@ -104,9 +139,16 @@ class Broker:
                 failing = True
 
     async def _heartbeat(self) -> None:
+        beats = 0
         while True:
             self.publish({"t": "h"})
             await asyncio.sleep(HEARTBEAT)
+            beats += 1
+            if beats % 10 == 0 and self.healthy:  # keep this deployment's claim on the channel
+                try:
+                    await asyncio.wait_for(self._keep_claim(), PUBLISH_TIMEOUT)
+                except Exception:
+                    pass
             quiet = time.monotonic() - self._last_heartbeat
             if self.healthy and quiet > DOWN_AFTER:
                 self.healthy = False
@@ -141,10 +183,12 @@ class Broker:
     def _received(self, data: bytes) -> None:
         try:
             message = json.loads(data)
-            kind, node = message["t"], message["n"]
+            kind, node, deployment = message["t"], message["n"], message["d"]
         except (ValueError, KeyError, TypeError):
             log.warning("broker: ignoring a malformed message")
             return
+        if deployment != self.deployment:
+            return  # another deployment on the same Redis server and channel
         if kind == "h":
             if node == self.node:
                 self._last_heartbeat = time.monotonic()

@@ -148,6 +148,9 @@ class ChangeHead(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     last_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    # A random id of this deployment (one database): processes of other deployments that
+    # share a Redis server are told apart by it.
+    deployment: Mapped[str] = mapped_column(String(32), default="")
 
 
 Index("ix_grants_user_id", Grant.user_id)

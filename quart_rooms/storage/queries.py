@@ -382,9 +382,10 @@ async def append_change(session: AsyncSession, kind: str, data: dict[str, Any]) 
     return change_id
 
 
-async def last_change_id(session: AsyncSession) -> int:
-    """The id of the newest committed change (0 when there is none)."""
-    return int((await session.execute(select(ChangeHead.last_id).where(ChangeHead.id == 1))).scalar_one())
+async def change_head(session: AsyncSession) -> tuple[int, str]:
+    """(id of the newest committed change, 0 when there is none; the deployment's id)."""
+    row = (await session.execute(select(ChangeHead.last_id, ChangeHead.deployment).where(ChangeHead.id == 1))).one()
+    return int(row[0]), str(row[1])
 
 
 async def changes_after(
