@@ -27,6 +27,7 @@ from tests.cluster_support import (
     ids_of,
     joined,
     make_users,
+    node_or_skip,
     order_report,
     postgres_only,
     redis_url_or_skip,
@@ -86,6 +87,7 @@ async def test_javascript_clients_with_default_transports_across_nodes(
     redis_url: str, database_url: str, tmp_path: Path
 ) -> None:
     """The official JS client as browsers use it (polling, then the upgrade): 10 members, 8 senders, both nodes."""
+    node_or_skip()
     per_sender = 40
     async with two_nodes(database_url, tmp_path, redis_url, messages_per_10s=PLENTY) as (a, b):
         admin = await admin_of(a)
