@@ -30,6 +30,8 @@ LIBRARIES = [
     ("sqlalchemy/", "sqlalchemy"),
     ("aiosqlite/", "aiosqlite"),
     ("asyncpg/", "asyncpg"),
+    ("redis/", "redis"),
+    ("limits/", "limits"),
     ("quart/", "quart"),
     ("quart_schema/", "quart"),
     ("werkzeug/", "quart"),
@@ -48,15 +50,27 @@ LIBRARIES = [
 # Frames whose inclusive share answers "how much of the time is this part?".
 MARKERS = [
     ("socket.io event dispatch (all handlers)", "_trigger_event", "socketio/"),
-    ("quart-rooms on_message", "on_message", "quart_rooms/realtime/events.py"),
-    ("quart-rooms on_join", "on_join", "quart_rooms/realtime/events.py"),
-    ("quart-rooms on_connect", "on_connect", "quart_rooms/realtime/events.py"),
-    ("Chat.post", "post", "quart_rooms/chat.py"),
-    ("Chat._write (group commit)", "_write", "quart_rooms/chat.py"),
+    ("quart-rooms event turn (ChatNamespace._run)", "_run", "quart_rooms/realtime/namespace.py"),
+    ("quart-rooms message", "_message", "quart_rooms/realtime/namespace.py"),
+    ("quart-rooms join", "_join", "quart_rooms/realtime/namespace.py"),
+    ("quart-rooms on_connect", "on_connect", "quart_rooms/realtime/namespace.py"),
+    ("quart-rooms welcome", "_welcome", "quart_rooms/realtime/namespace.py"),
+    ("quart-rooms on_disconnect", "on_disconnect", "quart_rooms/realtime/namespace.py"),
+    ("Chat.post", "post", "quart_rooms/chat/service.py"),
+    ("Chat.history (join history, since_id)", "history", "quart_rooms/chat/service.py"),
+    ("writer: group commit (_write)", "_write", "quart_rooms/chat/writer.py"),
+    ("writer: SQL (_store)", "_store", "quart_rooms/chat/writer.py"),
     ("store_messages (SQL)", "store_messages", "quart_rooms/storage/queries.py"),
-    ("Hub.deliver / broadcast", "deliver", "quart_rooms/realtime/hub.py"),
-    ("fanout.broadcast", "broadcast", "quart_rooms/realtime/fanout.py"),
-    ("Access (principal/require)", "principal", "quart_rooms/access.py"),
+    ("room feeds (any)", "", "quart_rooms/chat/feed.py"),
+    ("fanout.deliver", "deliver", "quart_rooms/realtime/fanout.py"),
+    ("presence (any)", "", "quart_rooms/presence.py"),
+    ("broker (any)", "", "quart_rooms/realtime/broker.py"),
+    ("Access (any)", "", "quart_rooms/access.py"),
+    ("sign-in route (login)", "login", "quart_rooms/auth/routes.py"),
+    ("refresh route", "refresh", "quart_rooms/auth/routes.py"),
+    ("Tokens.rotate", "rotate", "quart_rooms/auth/tokens.py"),
+    ("Tokens.issue_pair", "issue_pair", "quart_rooms/auth/tokens.py"),
+    ("argon2 (any, in its threads)", "", "argon2/"),
     ("get_session / save_session", "get_session", "socketio/"),
     ("engine.io socket writer", "_websocket_handler", "engineio/"),
     ("engine.io packet decode", "decode", "engineio/packet.py"),
@@ -65,8 +79,13 @@ MARKERS = [
     ("hypercorn ws send (wsproto)", "asgi_send", "hypercorn/protocol/ws_stream.py"),
     ("hypercorn ws receive (wsproto)", "handle", "hypercorn/protocol/ws_stream.py"),
     ("wsproto (any)", "", "wsproto/"),
+    ("Quart request handling (any)", "", "quart/"),
     ("SQLAlchemy (any)", "", "sqlalchemy/"),
+    ("aiosqlite (any)", "", "aiosqlite/"),
+    ("asyncpg (any)", "", "asyncpg/"),
+    ("redis (any)", "", "redis/"),
     ("json dumps/loads (any)", "", "json/"),
+    ("logging (any)", "", "logging/"),
     ("asyncio event loop (any)", "", "asyncio/"),
 ]
 
@@ -74,19 +93,28 @@ MARKERS = [
 def _idle_lines() -> set[tuple[str, str]]:
     """(file, line) of frames where a thread only waits: py-spy counts them as busy.
 
-    aiosqlite's worker thread blocks in `tx.get()` on a SimpleQueue between calls.
+    aiosqlite's worker thread blocks in `tx.get()` on a SimpleQueue between calls (and a
+    SQLAlchemy call parked in aiosqlite's `return await future` shows up as innermost frame);
+    a ThreadPoolExecutor's idle threads (argon2's, asyncio's default executor) in
+    `work_queue.get(block=True)`.
     """
     found = set()
-    try:
-        import importlib.util
+    import importlib.util
 
-        spec = importlib.util.find_spec("aiosqlite.core")
-        if spec and spec.origin:
-            for number, text in enumerate(Path(spec.origin).read_text().splitlines(), 1):
-                if "= tx.get()" in text:
-                    found.add(("aiosqlite/core.py", str(number)))
-    except Exception:
-        pass
+    for module, path, needle in (("aiosqlite.core", "aiosqlite/core.py", "= tx.get()"),
+                                 # A SQLAlchemy greenlet parked on aiosqlite's future: py-spy (nonblocking)
+                                 # still reports it as the innermost frame while the call waits.
+                                 ("aiosqlite.core", "aiosqlite/core.py", "return await future"),
+                                 ("concurrent.futures.thread", "concurrent/futures/thread.py",
+                                  "work_queue.get(block=True)")):
+        try:
+            spec = importlib.util.find_spec(module)
+            if spec and spec.origin:
+                for number, text in enumerate(Path(spec.origin).read_text().splitlines(), 1):
+                    if needle in text and not text.lstrip().startswith("#"):
+                        found.add((path, str(number)))
+        except Exception:
+            pass
     return found
 
 

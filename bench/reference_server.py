@@ -9,7 +9,9 @@ load generator drives both servers:
   `message` {id, room, user, msg, ts}, then the sender gets {ok, id, ts}
 
 Run: python bench/reference_server.py --port 5901 [--loop uvloop]
-It binds 127.0.0.1 only and runs one Hypercorn worker, like `quart-rooms serve`.
+It binds 127.0.0.1 only and serves in its own process (Hypercorn's worker loop,
+no parent process), like `quart-rooms serve` with one worker; SIGTERM stops it
+(Hypercorn's own handling: stop listening, give connections graceful_timeout).
 """
 
 from __future__ import annotations
@@ -89,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = Config()
     config.bind = [f"127.0.0.1:{args.port}"]
-    config.workers = 1  # one worker process, as `quart-rooms serve` runs it
+    config.workers = 0  # serve in this process, as `quart-rooms serve` runs one worker
     config.read_timeout = 60
     config.application_path = "reference_server:app"
     config.accesslog = None

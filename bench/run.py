@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
 """The quart-rooms benchmark: reference server vs quart-rooms, same invocation, same generator.
 
-    cd bench && npm ci && cd .. && python bench/run.py [--quick] [--loop asyncio]
+    cd bench && npm ci && cd .. && python bench/run.py [--quick] [--only SCENARIOS] [--loop asyncio]
 
 Run it with the Python that has quart-rooms installed (the project's venv). For
 every scenario it starts each server fresh on its own 127.0.0.1 port, pinned
 to one core, runs the Node.js load generator pinned to the other core for a
 bounded time, stops what it started by PID, and at the end prints a Markdown
 table (also written to bench/results/latest.md unless --out says otherwise).
+Scenarios: fanout, connect, many_rooms (with SQLite synchronous FULL and
+NORMAL, and PostgreSQL), signin (a sign-in burst), storm (a reconnect storm
+after a restart) and two_node (fan-out over two nodes on PostgreSQL + Redis).
 See docs/benchmarks.md.
 """
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import datetime as dt
 import http.client
 import json
@@ -44,12 +48,17 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 # Settings the quart-rooms run changes from the defaults (said in the table's notes).
+# Everything else is the default: max_pending_sign_ins (64), login_failures_per_account
+# (5), sqlite_synchronous (FULL; the many-rooms scenario also runs NORMAL), access_log.
 QR_LIMITS = {
     "QUART_ROOMS_MESSAGES_PER_10S": "1000000000",
     "QUART_ROOMS_MAX_SOCKETS_PER_USER": "1000000",
     "QUART_ROOMS_LOGIN_FAILURES_PER_ADDRESS": "1000000",
+    # The storm's sender is one account in every storm room (100 joins at load, 100 again after the restart).
+    "QUART_ROOMS_JOINS_PER_10S": "1000000",
     "QUART_ROOMS_LOG_LEVEL": "WARNING",
 }
+SCENARIOS = ("fanout", "connect", "many_rooms", "signin", "storm", "two_node")
 
 
 def log(*args: Any) -> None:
@@ -73,11 +82,21 @@ class Plan:
     many_window: int = 1
     users: int = 100
     settle_s: float = 2.0
+    signin_users: int = 500  # distinct accounts of the sign-in burst (also the storm's pages' accounts)
+    storm_clients: int = 2000  # pages, each its own sign-in session, one socket in one room
+    storm_per_room: int = 20
+    storm_send_rate: float = 100.0  # messages/s the sender posts, round robin over the storm's rooms
+    storm_send_window: int = 16
+    storm_pre_s: float = 2.0  # posting before the restart
+    storm_post_s: float = 2.0  # posting after every page is back
+    storm_back_deadline_s: float = 60.0
+    two_node_receivers: list[int] = field(default_factory=lambda: [100, 500])
 
 
 FULL = Plan(fanout_receivers=[10, 100, 500])
 QUICK = Plan(fanout_receivers=[10, 100], warmup_s=1.0, duration_s=3.0, drain_s=3.0, connect_clients=300,
-             many_rooms=100, users=20, settle_s=1.0)
+             many_rooms=100, users=20, settle_s=1.0, signin_users=100, storm_clients=300, storm_send_rate=30.0,
+             storm_back_deadline_s=30.0, two_node_receivers=[100])
 
 
 # ----------------------------------------------------------------------------- processes
@@ -99,6 +118,13 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def descendants(pid: int) -> list[int]:
+    found: list[int] = []
+    for child in children(pid):
+        found += [child, *descendants(child)]
+    return found
+
+
 def cmdline(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
@@ -116,37 +142,43 @@ def alive(pid: int) -> bool:
 
 
 class Server:
-    """One server process (Hypercorn parent + one spawned worker), pinned to a core."""
+    """One server process pinned to a core (or cores), and the worker that serves.
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], port: int, cpu: int,
+    `quart-rooms serve` with one worker serves in its own process (no Hypercorn
+    parent any more), and so does the reference; an older `serve` (--commit) runs
+    Hypercorn's `run()`, whose worker is a spawned child: the worker is that child
+    when there is one, else the process itself. CPU and RSS are the worker's (all
+    its threads: argon2 and aiosqlite included).
+    """
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], port: int, cpu: str,
                  logdir: Path, ready_path: str) -> None:
         self.name, self.argv, self.env, self.port, self.cpu = name, argv, env, port, cpu
         self.ready_path = ready_path
         self.log_path = logdir / f"{name}-{port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.worker = 0
-        self.helpers: list[int] = []
+        self.started_s = 0.0  # seconds from exec to the first ready answer, last start
+        self.stopped_s = 0.0  # seconds from SIGTERM to exit, last stop
 
     def start(self, timeout: float = 60.0) -> None:
+        t0 = time.monotonic()
         with open(self.log_path, "ab") as out:
             self.proc = subprocess.Popen(
-                ["taskset", "-c", str(self.cpu), *self.argv], env=self.env, cwd=BENCH,
+                ["taskset", "-c", self.cpu, *self.argv], env=self.env, cwd=BENCH,
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             )
-        end = time.monotonic() + timeout
+        self.worker = 0
+        end = t0 + timeout
         while time.monotonic() < end:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
-            if not self.worker:
-                for child in children(self.proc.pid):
-                    line = cmdline(child)
-                    if "spawn_main" in line:
-                        self.worker = child
-                    elif child not in self.helpers:
-                        self.helpers.append(child)
-            if self.worker and http_status("127.0.0.1", self.port, self.ready_path) == 200:
+            if http_status("127.0.0.1", self.port, self.ready_path) == 200:
+                self.started_s = time.monotonic() - t0
+                spawned = [c for c in descendants(self.proc.pid) if "spawn_main" in cmdline(c)]
+                self.worker = spawned[0] if spawned else self.proc.pid
                 return
-            time.sleep(0.1)
+            time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"{self.name} did not become ready in {timeout} s:\n{self.log_tail()}")
 
@@ -157,36 +189,45 @@ class Server:
             return ""
 
     def rss_kib(self) -> int:
-        with open(f"/proc/{self.worker}/statm") as f:
-            return int(f.read().split()[1]) * PAGE_KIB
+        try:
+            with open(f"/proc/{self.worker}/statm") as f:
+                return int(f.read().split()[1]) * PAGE_KIB
+        except OSError:
+            return 0
 
     def cpu_s(self) -> float:
         return proc_cpu_s(self.worker)
 
-    def stop(self) -> None:
-        """SIGTERM to the Hypercorn parent (it stops its worker); SIGKILL by PID if that fails."""
+    def sys_s(self) -> float:
+        return proc_cpu_split(self.worker)[1]
+
+    def stop(self, timeout: float = 25.0) -> float:
+        """SIGTERM to the process (quart-rooms drains within shutdown_timeout, 10 s by default);
+        SIGKILL by PID for it and anything it started if that fails. Returns the seconds it took."""
         if self.proc is None:
-            return
-        for child in children(self.proc.pid):
-            if child != self.worker and child not in self.helpers:
-                self.helpers.append(child)
+            return 0.0
+        left = descendants(self.proc.pid)
+        t0 = time.monotonic()
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(timeout=10)
+                self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
+                log(f"{self.name} (pid {self.proc.pid}) did not stop within {timeout} s of SIGTERM; killing it")
                 self.proc.kill()
                 self.proc.wait(timeout=5)
-        for pid in [self.worker, *self.helpers]:
+        self.stopped_s = time.monotonic() - t0
+        for pid in left:
             end = time.monotonic() + 3
-            while pid and alive(pid) and time.monotonic() < end:
+            while alive(pid) and time.monotonic() < end:
                 time.sleep(0.05)
-            if pid and alive(pid):
+            if alive(pid) and cmdline(pid):
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
         self.proc = None
+        return self.stopped_s
 
 
 def core_times() -> dict[int, tuple[int, int]]:
@@ -217,6 +258,20 @@ def proc_cpu_split(pid: int) -> tuple[float, float]:
     except OSError:
         return 0.0, 0.0
     return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+
+
+def listen_overflows() -> int:
+    """TcpExt ListenOverflows of the machine (/proc/net/netstat): connections a full accept queue dropped."""
+    try:
+        with open("/proc/net/netstat") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return 0
+    for names, values in zip(lines[::2], lines[1::2]):
+        if names.startswith("TcpExt:"):
+            table = dict(zip(names.split()[1:], values.split()[1:]))
+            return int(table.get("ListenOverflows", 0))
+    return 0
 
 
 def busy_cores(before: dict[int, tuple[int, int]], after: dict[int, tuple[int, int]]) -> float:
@@ -253,8 +308,9 @@ class Api:
     """A small JSON client of the admin HTTP API (one keep-alive connection)."""
 
     def __init__(self, port: int) -> None:
-        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         self.token = ""
+        self.retry_after = 0.0  # of the last answer
 
     def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         headers = {"Content-Type": "application/json"}
@@ -263,7 +319,11 @@ class Api:
         self.conn.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
         res = self.conn.getresponse()
         raw = res.read()
-        return res.status, (json.loads(raw) if raw else None)
+        self.retry_after = float(res.getheader("Retry-After") or 0)
+        try:
+            return res.status, (json.loads(raw) if raw else None)
+        except ValueError:
+            return res.status, raw[:200].decode(errors="replace")
 
     def close(self) -> None:
         self.conn.close()
@@ -276,25 +336,49 @@ class Run:
     """What one generator run measured, with the server's side of it."""
 
     result: dict[str, Any]
-    server_cpu_s: float = 0.0
+    server_cpu_s: float = 0.0  # every node of the run together
     wall_s: float = 0.0
     rss_ready_kib: int = 0
     rss_idle_kib: int = 0
     profile: str = ""
     core_busy: dict[int, float] = field(default_factory=dict)
     server_sys_s: float = 0.0  # of server_cpu_s, in the kernel
-    other_cores: float = 0.0  # CPU used by processes other than the server and the generator
+    other_cores: float = 0.0  # CPU used by processes other than the servers and the generator
     load_before: float = 0.0
+    nodes: int = 1
+    backing_cpu_s: dict[str, float] = field(default_factory=dict)  # PostgreSQL / Redis over the window
+    restart: dict[str, float] = field(default_factory=dict)  # storm: the old server's stop, the new one's start
+    listen_overflows: int = 0  # machine-wide, from the generator's start to its end
 
     @property
     def server_cpu_share(self) -> float:
+        """Share of one core (several nodes on one core add up)."""
         return self.server_cpu_s / self.wall_s if self.wall_s else 0.0
 
 
-def run_generator(cfg: dict[str, Any], server: Server, gen_cpu: int, logdir: Path, settle_s: float,
-                  profile: Path | None = None) -> Run:
+def backing_processes(pg_db: str, redis: bool) -> dict[str, list[int]]:
+    """PostgreSQL backends serving the bench's database (their titles name it) and, when the run
+    uses Redis, redis-server (the whole server: other users' work on it counts too)."""
+    found: dict[str, list[int]] = {}
+    if not pg_db and not redis:
+        return found
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        line = cmdline(int(entry))
+        if pg_db and line.startswith("postgres: ") and f" {pg_db} " in line:
+            found.setdefault("postgres", []).append(int(entry))
+        elif redis and line.startswith("redis-server"):
+            found.setdefault("redis", []).append(int(entry))
+    return found
+
+
+def run_generator(cfg: dict[str, Any], servers: list[Server], gen_cpu: int, logdir: Path, settle_s: float,
+                  profile: Path | None = None, pg_db: str = "", redis: bool = False) -> Run:
     cfg = dict(cfg, deadline_s=cfg.get("deadline_s", 240))
-    argv = ["taskset", "-c", str(gen_cpu), "node", str(BENCH / "loadgen.js"), json.dumps(cfg)]
+    cfg_path = logdir / f"loadgen-{cfg['scenario']}-{os.getpid()}.json"
+    cfg_path.write_text(json.dumps(cfg))  # a file: the storm's refresh tokens are too long for one argument
+    argv = ["taskset", "-c", str(gen_cpu), "node", str(BENCH / "loadgen.js"), f"@{cfg_path}"]
     with open(logdir / "loadgen.log", "ab") as err:
         proc = subprocess.Popen(argv, cwd=BENCH, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err)
     lines: queue.Queue[bytes | None] = queue.Queue()
@@ -305,10 +389,23 @@ def run_generator(cfg: dict[str, Any], server: Server, gen_cpu: int, logdir: Pat
             lines.put(line)
         lines.put(None)
 
+    def tell(word: str) -> None:
+        assert proc.stdin is not None
+        proc.stdin.write(word.encode() + b"\n")
+        proc.stdin.flush()
+
+    def cpu() -> float:
+        return sum(s.cpu_s() for s in servers)
+
+    def sys_cpu() -> float:
+        return sum(s.sys_s() for s in servers)
+
     threading.Thread(target=pump, daemon=True).start()
-    run = Run(result={})
+    run = Run(result={}, nodes=len(servers))
+    overflows0 = listen_overflows()
     spy: subprocess.Popen[bytes] | None = None
     cpu0 = t0 = gen0 = sys0 = 0.0
+    back0: dict[int, float] = {}
     cores0: dict[int, tuple[int, int]] = {}
     end = time.monotonic() + cfg["deadline_s"] + 10
     try:
@@ -322,32 +419,46 @@ def run_generator(cfg: dict[str, Any], server: Server, gen_cpu: int, logdir: Pat
             msg = json.loads(raw)
             kind = msg.get("event")
             if kind == "ready":
-                run.rss_ready_kib = server.rss_kib()
+                run.rss_ready_kib = servers[0].rss_kib()
             elif kind == "measure_start":
-                cpu0, gen0, t0, cores0 = server.cpu_s(), proc_cpu_s(proc.pid), time.monotonic(), core_times()
-                sys0 = proc_cpu_split(server.worker)[1]
+                cpu0, gen0, t0, cores0 = cpu(), proc_cpu_s(proc.pid), time.monotonic(), core_times()
+                sys0 = sys_cpu()
+                back0 = {pid: proc_cpu_s(pid) for pids in backing_processes(pg_db, redis).values() for pid in pids}
                 if profile is not None:
-                    spy = start_py_spy(server.worker, profile, cfg, gen_cpu)
+                    spy = start_py_spy(servers[0].worker, profile, cfg, gen_cpu)
                     run.profile = str(profile)
             elif kind == "measure_end":
-                run.server_cpu_s = server.cpu_s() - cpu0
-                run.server_sys_s = proc_cpu_split(server.worker)[1] - sys0
+                run.server_cpu_s = cpu() - cpu0
+                run.server_sys_s = sys_cpu() - sys0
                 run.wall_s = time.monotonic() - t0
                 cores1 = core_times()
                 gen_s = proc_cpu_s(proc.pid) - gen0
-                run.other_cores = max(0.0, busy_cores(cores0, cores1) - (run.server_cpu_s + gen_s) / run.wall_s)
+                for which, pids in backing_processes(pg_db, redis).items():
+                    run.backing_cpu_s[which] = sum(proc_cpu_s(pid) - back0.get(pid, 0.0) for pid in pids)
+                run.other_cores = max(0.0, busy_cores(cores0, cores1)
+                                      - (run.server_cpu_s + gen_s + sum(run.backing_cpu_s.values())) / run.wall_s)
                 run.core_busy = {c: (cores1[c][0] - b0) / max(1, cores1[c][1] - t0_) for c, (b0, t0_) in cores0.items()}
             elif kind == "idle":
                 time.sleep(settle_s)
-                run.rss_idle_kib = server.rss_kib()
-                assert proc.stdin is not None
-                proc.stdin.write(b"go\n")
-                proc.stdin.flush()
+                run.rss_idle_kib = servers[0].rss_kib()
+                tell("go")
+            elif kind == "restart":
+                # The storm: stop the server as an operator would (SIGTERM: it drains, closes
+                # its sockets, exits), start it again on the same port, say when it answers.
+                tell("stopping")
+                log(f"storm: restarting {servers[0].name} (SIGTERM to pid {servers[0].proc.pid if servers[0].proc else '?'})")
+                run.restart["stop_s"] = servers[0].stop()
+                servers[0].start()
+                run.restart["start_s"] = servers[0].started_s
+                log(f"storm: stopped in {run.restart['stop_s']:.2f} s, answering again {servers[0].started_s:.2f} s "
+                    "after its start")
+                tell("up")
             elif kind == "result":
                 run.result = msg["result"]
             elif kind == "error":
                 raise RuntimeError(f"load generator failed: {msg.get('error')}")
         proc.wait(timeout=15)
+        run.listen_overflows = listen_overflows() - overflows0
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -394,25 +505,37 @@ class Bench:
     runs: dict[str, dict[str, Run]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     users: list[str] = field(default_factory=list)
+    signin_users: list[str] = field(default_factory=list)
+    storm_refresh: list[str] = field(default_factory=list)  # one sign-in session per storm page, then the sender's
     pg_db: str = ""
+    redis_url: str = ""
+    redis_prefix: str = ""
     deflate: bool = False
     profile_reference: bool = False
     quiet_wait_s: float = 60.0
     src: Path | None = None
     loop_flag: list[str] = field(default_factory=list)
+    extra_env: dict[str, str] = field(default_factory=dict)  # --qr-env
+    seed_problems: dict[str, int] = field(default_factory=dict)  # 5xx and 429 met while seeding
     jwt_secret: str = field(default_factory=lambda: secrets.token_hex(32))
 
     # Servers ----------------------------------------------------------------
 
-    def qr_env(self, database_url: str) -> dict[str, str]:
+    def qr_env(self, database_url: str, extra: dict[str, str] | None = None) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("QUART_ROOMS_")}
         env.update(QR_LIMITS)
+        env.update(self.extra_env)
+        env.update(extra or {})
         env["QUART_ROOMS_INSTANCE_PATH"] = str(self.workdir / "instance")
         env["QUART_ROOMS_JWT_SECRET"] = self.jwt_secret
         env["QUART_ROOMS_DATABASE_URL"] = database_url
         if self.src is not None:  # a snapshot of a commit instead of the working tree
             env["PYTHONPATH"] = str(self.src) + os.pathsep + env.get("PYTHONPATH", "")
         return env
+
+    def redis_env(self) -> dict[str, str]:
+        """Redis for several nodes: a channel (and so key prefix) of this run's own, dropped afterwards."""
+        return {"QUART_ROOMS_REDIS_URL": self.redis_url, "QUART_ROOMS_REDIS_CHANNEL": self.redis_prefix}
 
     def detect_loop_flag(self) -> None:
         """`serve --loop X` where the CLI has it; older ones know only `--uvloop` (asyncio by default)."""
@@ -423,50 +546,106 @@ class Bench:
         elif self.loop == "uvloop":
             self.loop_flag = ["--uvloop"]
 
-    def quart_rooms(self, database_url: str) -> Server:
+    def quart_rooms(self, database_url: str, extra: dict[str, str] | None = None, cpu: str = "",
+                    name: str = "quart-rooms") -> Server:
         port = free_port()
         argv = [sys.executable, "-m", "quart_rooms.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
                 *self.loop_flag]
-        return Server("quart-rooms", argv, self.qr_env(database_url), port, self.server_cpu, self.logdir, "/healthz")
+        return Server(name, argv, self.qr_env(database_url, extra), port, cpu or str(self.server_cpu),
+                      self.logdir, "/readyz")
 
     def reference(self) -> Server:
         port = free_port()
         argv = [sys.executable, str(BENCH / "reference_server.py"), "--port", str(port), "--loop", self.loop]
         env = {k: v for k, v in os.environ.items() if not k.startswith("QUART_ROOMS_")}
-        return Server("reference", argv, env, port, self.server_cpu, self.logdir,
+        return Server("reference", argv, env, port, str(self.server_cpu), self.logdir,
                       "/socket.io/?EIO=4&transport=polling")
 
-    # Seeding through the CLI and the admin HTTP API ----------------------------
+    # Seeding through the CLI and the HTTP API ------------------------------------
 
-    def seed(self, database_url: str, rooms: list[str]) -> None:
+    def _calls(self, port: int, token: str, jobs: list[tuple[str, str, Any]], threads: int,
+               ok: tuple[int, ...]) -> list[Any]:
+        """Run (method, path, body) calls on `threads` keep-alive connections; retry 429 after
+        Retry-After and a 5xx up to 3 times (each counted in the notes); return the bodies."""
+
+        def one(job: tuple[str, str, Any], api: Api) -> Any:
+            method, path, body = job
+            fives = 0
+            for _ in range(200):
+                status, answer = api.call(method, path, body)
+                if status in ok:
+                    return answer
+                if status == 429:
+                    count(f"{method} {path}: 429")
+                    time.sleep(max(0.2, api.retry_after))
+                    continue
+                if status >= 500 and fives < 3:
+                    fives += 1
+                    count(f"{method} {path}: {status}")
+                    time.sleep(0.5)
+                    continue
+                raise RuntimeError(f"{method} {path} answered {status}: {answer}")
+            raise RuntimeError(f"{method} {path}: still refused after 200 tries")
+
+        local = threading.local()
+        lock = threading.Lock()
+
+        def count(key: str) -> None:
+            with lock:
+                self.seed_problems[key] = self.seed_problems.get(key, 0) + 1
+
+        def run(job: tuple[str, str, Any]) -> Any:
+            if not hasattr(local, "api"):
+                local.api = Api(port)
+                local.api.token = token
+            return one(job, local.api)
+
+        with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+            return list(pool.map(run, jobs))
+
+    def seed(self, database_url: str, rooms: list[str], users: list[str], sessions: list[str] | None = None) -> None:
+        """The admin through the CLI; users, rooms and (for the storm) sign-in sessions through HTTP.
+
+        The seeding server may use both cores (nothing is measured here); users are created 8 at a
+        time (argon2 in the server's thread pool), sessions signed in 4 at a time, below
+        max_pending_sign_ins. `sessions` names the account of each session to open; their refresh
+        tokens go to self.storm_refresh.
+        """
         env = self.qr_env(database_url)
         subprocess.run([sys.executable, "-m", "quart_rooms.cli", "create-user", ADMIN, "--admin"], env=env,
                        input=PASSWORD + "\n", text=True, check=True, capture_output=True, timeout=120)
-        server = self.quart_rooms(database_url)
+        server = self.quart_rooms(database_url, cpu=f"{self.server_cpu},{self.gen_cpu}", name="quart-rooms-seed")
         server.start()
         try:
             api = Api(server.port)
             status, body = api.call("POST", "/api/auth/login", {"username": ADMIN, "password": PASSWORD})
             if status != 200:
                 raise RuntimeError(f"admin login answered {status}: {body}")
-            api.token = body["access_token"]
-            for name in self.users:
-                status, body = api.call("POST", "/api/admin/users", {"username": name, "password": PASSWORD})
-                if status not in (201, 409):
-                    raise RuntimeError(f"creating user {name} answered {status}: {body}")
-            for name in rooms:
-                status, body = api.call("POST", "/api/admin/rooms", {"name": name, "public": True})
-                if status not in (201, 409):
-                    raise RuntimeError(f"creating room {name} answered {status}: {body}")
             api.close()
+            token = body["access_token"]
+            t0 = time.monotonic()
+            self._calls(server.port, token, [("POST", "/api/admin/users", {"username": name, "password": PASSWORD})
+                                             for name in users], 8, (201, 409))
+            self._calls(server.port, token, [("POST", "/api/admin/rooms", {"name": name, "public": True})
+                                             for name in rooms], 4, (201, 409))
+            log(f"seeded {len(users)} users and {len(rooms)} rooms in {time.monotonic() - t0:.1f} s")
+            if sessions:
+                t0 = time.monotonic()
+                answers = self._calls(server.port, "", [("POST", "/api/auth/login",
+                                                         {"username": name, "password": PASSWORD})
+                                                        for name in sessions], 4, (200,))
+                self.storm_refresh = [a["refresh_token"] for a in answers]
+                log(f"signed in {len(sessions)} sessions for the storm in {time.monotonic() - t0:.1f} s")
         finally:
             server.stop()
 
     # One measurement ------------------------------------------------------------
 
-    def measure(self, key: str, which: str, server: Server, cfg: dict[str, Any], profile: str = "") -> Run:
+    def measure(self, key: str, which: str, servers: Server | list[Server], cfg: dict[str, Any],
+                profile: str = "", redis: bool = False, pg: bool = False) -> Run:
+        servers = servers if isinstance(servers, list) else [servers]
         base = {
-            "url": f"http://127.0.0.1:{server.port}",
+            "urls": [f"http://127.0.0.1:{s.port}" for s in servers],
             "auth": which != "reference",
             "users": self.users,
             "password": PASSWORD,
@@ -479,21 +658,32 @@ class Bench:
         if profile and self.profile_dir is not None and (which != "reference" or self.profile_reference):
             out = self.profile_dir / (f"reference-{profile}" if which == "reference" else profile)
         load = wait_quiet(self.quiet_wait_s)
-        log(f"{key}: {which} on port {server.port}")
-        server.start()
+        log(f"{key}: {which} on port(s) {', '.join(str(s.port) for s in servers)}")
+        started: list[Server] = []
         try:
-            run = run_generator(base | cfg, server, self.gen_cpu, self.logdir, self.plan.settle_s, out)
+            for server in servers:
+                server.start()
+                started.append(server)
+            run = run_generator(base | cfg, servers, self.gen_cpu, self.logdir, self.plan.settle_s, out,
+                                pg_db=self.pg_db if pg else "", redis=redis)
         finally:
-            server.stop()
+            for server in started:
+                server.stop()
         run.load_before = load
         self.runs.setdefault(key, {})[which] = run
         r = run.result
-        headline = r.get("acked_per_s", r.get("deliveries_per_s", r.get("connects_per_s", 0.0)))
-        log(f"{key}: {which}: {headline:,.0f}/s, server CPU {run.server_cpu_share:.0%} "
-            f"(kernel {run.server_sys_s / max(run.wall_s, 1e-9):.0%}), "
-            f"generator CPU {r.get('generator_cpu', 0):.0%}, cores busy "
-            + " ".join(f"{c}:{v:.0%}" for c, v in sorted(run.core_busy.items()))
-            + f", other processes {run.other_cores:.2f} cores")
+        headline = r.get("acked_per_s", r.get("deliveries_per_s", r.get("connects_per_s",
+                         r.get("sign_ins_per_s", 0.0))))
+        if "all_back_after_up_s" in r:
+            log(f"{key}: {which}: {r['back']}/{r['pages']} pages back {r['all_back_after_up_s']:.2f} s after the "
+                f"server answered; lost {r['lost_total']}, doubled {r['doubled_total']}, out of order "
+                f"{r['out_of_order_total']}; refresh {r.get('refresh')}; connect errors {r.get('connect_errors')}")
+        else:
+            log(f"{key}: {which}: {headline:,.0f}/s, server CPU {run.server_cpu_share:.0%} "
+                f"(kernel {run.server_sys_s / max(run.wall_s, 1e-9):.0%}), "
+                f"generator CPU {r.get('generator_cpu', 0):.0%}, cores busy "
+                + " ".join(f"{c}:{v:.0%}" for c, v in sorted(run.core_busy.items()))
+                + f", other processes {run.other_cores:.2f} cores")
         return run
 
     def fanout(self, sqlite_url: str) -> None:
@@ -520,9 +710,46 @@ class Bench:
                "deflate": self.deflate}
         self.measure("many-rooms", "reference", self.reference(), cfg, profile="many-rooms.txt")
         self.measure("many-rooms", "quart-rooms", self.quart_rooms(sqlite_url), cfg, profile="many-rooms-sqlite.txt")
+        self.measure("many-rooms", "quart-rooms-normal",
+                     self.quart_rooms(sqlite_url, {"QUART_ROOMS_SQLITE_SYNCHRONOUS": "NORMAL"}), cfg,
+                     profile="many-rooms-sqlite-normal.txt")
         if pg_url:
             self.measure("many-rooms", "quart-rooms-pg", self.quart_rooms(pg_url), cfg,
-                         profile="many-rooms-pg.txt")
+                         profile="many-rooms-pg.txt", pg=True)
+
+    def signin(self, sqlite_url: str) -> None:
+        """Every sign-in user at once over HTTP (quart-rooms only: the reference has no accounts)."""
+        cfg = {"scenario": "signin", "signin_users": self.signin_users, "max_attempts": 60,
+               "max_retry_after_s": 5, "deadline_s": 300, "duration_s": 20}
+        self.measure("signin", "quart-rooms", self.quart_rooms(sqlite_url), cfg, profile="signin.txt")
+
+    def storm(self, sqlite_url: str) -> None:
+        plan = self.plan
+        n = plan.storm_clients
+        cfg = {"scenario": "storm", "clients": n, "rooms": storm_rooms(plan), "per_room": plan.storm_per_room,
+               "send_rate": plan.storm_send_rate, "send_window": plan.storm_send_window,
+               "pre_s": plan.storm_pre_s, "post_s": plan.storm_post_s,
+               "back_deadline_s": plan.storm_back_deadline_s, "deadline_s": 400, "duration_s": 15}
+        self.measure("storm", "reference", self.reference(), cfg, profile="storm.txt")
+        self.measure("storm", "quart-rooms", self.quart_rooms(sqlite_url), cfg | {"refresh_tokens": self.storm_refresh},
+                     profile="storm.txt")
+
+    def two_node(self, pg_url: str) -> None:
+        """Fan-out on PostgreSQL + Redis: one node, then two nodes (both on the server core) sharing the load."""
+        env = self.redis_env()
+        for receivers in self.plan.two_node_receivers:
+            cfg = {"scenario": "fanout", "room": "fanout", "receivers": receivers,
+                   "senders": self.plan.senders, "window": self.plan.window, "deflate": self.deflate}
+            key = f"two-node-{receivers}"
+            self.measure(key, "one-node", self.quart_rooms(pg_url, env, name="node-a"), cfg,
+                         profile=f"{key}-one.txt", redis=True, pg=True)
+            self.measure(key, "two-nodes", [self.quart_rooms(pg_url, env, name="node-a"),
+                                            self.quart_rooms(pg_url, env, name="node-b")], cfg,
+                         profile=f"{key}-two-node-a.txt", redis=True, pg=True)
+
+
+def storm_rooms(plan: Plan) -> list[str]:
+    return [f"s{i:03d}" for i in range(-(-plan.storm_clients // plan.storm_per_room))]
 
 
 # ----------------------------------------------------------------------------- PostgreSQL
@@ -546,7 +773,33 @@ def pg(base: str, sql: str) -> str:
 
 # ----------------------------------------------------------------------------- facts and report
 
-def machine_facts(pg_version: str, commit: str | None) -> list[tuple[str, str]]:
+def filesystem(path: Path) -> str:
+    """The type and device of the filesystem holding `path` (from /proc/mounts)."""
+    best = ("", "?", "?")
+    with open("/proc/mounts") as f:
+        for line in f:
+            dev, mnt, kind = line.split()[:3]
+            if str(path).startswith(mnt) and len(mnt) >= len(best[0]):
+                best = (mnt, kind, dev)
+    return f"{best[1]} on {best[2]}"
+
+
+def redis_version(url: str) -> str:
+    if not url:
+        return "-"
+    try:
+        import redis
+
+        client = redis.Redis.from_url(url)
+        try:
+            return str(client.info("server").get("redis_version", "?"))
+        finally:
+            client.close()
+    except Exception:
+        return "?"
+
+
+def machine_facts(pg_version: str, commit: str | None, workdir: Path, redis_url: str = "") -> list[tuple[str, str]]:
     cpu = "?"
     with open("/proc/cpuinfo") as f:
         for line in f:
@@ -574,17 +827,21 @@ def machine_facts(pg_version: str, commit: str | None) -> list[tuple[str, str]]:
     dirty = "" if commit else subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "quart_rooms"],
                                              capture_output=True, text=True).stdout.strip()
     py = [f"{n} {pkg(n)}" for n in ("python-socketio", "python-engineio", "hypercorn", "wsproto", "h11", "quart",
-                                     "sqlalchemy", "aiosqlite", "asyncpg", "uvloop", "pyjwt", "argon2-cffi")]
+                                     "sqlalchemy", "aiosqlite", "asyncpg", "uvloop", "pyjwt", "argon2-cffi",
+                                     "redis", "limits")]
     return [
         ("date", dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")),
         ("machine", f"{cpu}, {os.cpu_count()} cores, {mem_kib / 1024 / 1024:.0f} GiB, "
                     f"Linux {platform.release()}"),
-        ("pinning", "server on core 0, load generator on core 1 (taskset); PostgreSQL unpinned"),
+        ("pinning", "server on core 0 (both nodes in the two-node rows), load generator on core 1 (taskset); "
+                    "PostgreSQL and Redis unpinned"),
         ("quart-rooms", f"{pkg('quart-rooms')} at {rev}"
                         + (" (working tree has uncommitted changes under quart_rooms/)" if dirty else "")),
         ("Python", f"{platform.python_version()}: " + ", ".join(py)),
         ("Node.js", f"{node}: socket.io-client {node_pkg('socket.io-client')}, ws {node_pkg('ws')}"),
-        ("databases", f"SQLite {sqlite3.sqlite_version} (WAL, synchronous=NORMAL), PostgreSQL {pg_version or '-'}"),
+        ("databases", f"SQLite {sqlite3.sqlite_version} (WAL; synchronous=FULL, the default, unless a row says "
+                      f"NORMAL; the file on {filesystem(workdir)}), PostgreSQL {pg_version or '-'}, "
+                      f"Redis {redis_version(redis_url)}"),
     ]
 
 
@@ -604,6 +861,14 @@ def verdict(ok: bool) -> str:
     return "met" if ok else "**not met**"
 
 
+def counts(d: dict[str, int] | None, keys: tuple[str, ...] = ("2xx", "429", "5xx")) -> str:
+    """'a / b / c' of the keys, then '+ n other' for anything else."""
+    d = d or {}
+    main = " / ".join(str(d.get(k, 0)) for k in keys)
+    other = sum(v for k, v in d.items() if k not in keys)
+    return main + (f" (+{other} other)" if other else "")
+
+
 def report(bench: Bench, facts: list[tuple[str, str]], elapsed: float, argv: list[str]) -> str:
     plan = bench.plan
     out = [f"## Results ({'quick' if plan is QUICK else 'full'} run, {facts[0][1]})", ""]
@@ -615,6 +880,11 @@ def report(bench: Bench, facts: list[tuple[str, str]], elapsed: float, argv: lis
     def pair(key: str, which: str = "quart-rooms") -> tuple[Run | None, Run | None]:
         runs = bench.runs.get(key, {})
         return runs.get("reference"), runs.get(which)
+
+    def p50_99(h: dict[str, Any] | None) -> str:
+        if not h:
+            return "-"
+        return f"{fmt(h.get('p50_ms'), 1)} / {fmt(h.get('p99_ms'), 1)}"
 
     for receivers in plan.fanout_receivers:
         ref, qr = pair(f"fanout-{receivers}")
@@ -628,9 +898,7 @@ def report(bench: Bench, facts: list[tuple[str, str]], elapsed: float, argv: lis
             target = f">= 1.5x: {verdict(ok)}"
         rows.append(f"| {name} | deliveries/s | {fmt(a['deliveries_per_s'])} | {fmt(b['deliveries_per_s'])} | "
                     f"{ratio(b['deliveries_per_s'], a['deliveries_per_s'])} | {target} |")
-        rows.append(f"| {name} | latency p50 / p99 (ms) | {fmt(a['latency']['p50_ms'], 1)} / "
-                    f"{fmt(a['latency']['p99_ms'], 1)} | {fmt(b['latency']['p50_ms'], 1)} / "
-                    f"{fmt(b['latency']['p99_ms'], 1)} | | |")
+        rows.append(f"| {name} | latency p50 / p99 (ms) | {p50_99(a['latency'])} | {p50_99(b['latency'])} | | |")
         for label, k, kmax in (("lost", "lost_total", "lost_max_per_receiver"),
                                ("out of order", "out_of_order_total", "out_of_order_max_per_receiver")):
             rows.append(f"| {name} | {label}: total (max per receiver) | {a[k]} ({a[kmax]}) | {b[k]} ({b[kmax]}) "
@@ -652,65 +920,174 @@ def report(bench: Bench, facts: list[tuple[str, str]], elapsed: float, argv: lis
                     f"{fmt(a['connects_per_s'])} | {fmt(b['connects_per_s'])} | "
                     f"{ratio(b['connects_per_s'], a['connects_per_s'])} | {target} |")
         p99 = b["latency"]["p99_ms"] or 0
-        rows.append(f"| {label} | connect + join p50 / p99 (ms) | {fmt(a['latency']['p50_ms'], 1)} / "
-                    f"{fmt(a['latency']['p99_ms'], 1)} | {fmt(b['latency']['p50_ms'], 1)} / "
-                    f"{fmt(p99, 1)} | | p99 < 250 ms: {verdict(p99 < 250)} |")
+        target = f"p99 < 250 ms: {verdict(p99 < 250)}" if key == "connect" else ""
+        rows.append(f"| {label} | connect + join p50 / p99 (ms) | {p50_99(a['latency'])} | {p50_99(b['latency'])} "
+                    f"| | {target} |")
         per_a = (ref.rss_idle_kib - ref.rss_ready_kib) / max(1, a["connected"])
         per_b = (qr.rss_idle_kib - qr.rss_ready_kib) / max(1, b["connected"])
         target = f"<= 40 KiB: {verdict(per_b <= 40)}" if key == "connect" else ""
         rows.append(f"| {label} | RSS growth per idle connection (KiB) | {fmt(per_a, 1)} | {fmt(per_b, 1)} | "
                     f"{ratio(per_b, per_a)} | {target} |")
+        cpu_a = ref.server_cpu_s / max(1, a["connected"]) * 1e3
+        cpu_b = qr.server_cpu_s / max(1, b["connected"]) * 1e3
+        rows.append(f"| {label} | server CPU per connect + join (ms) | {fmt(cpu_a, 2)} | {fmt(cpu_b, 2)} | "
+                    f"{ratio(cpu_b, cpu_a)} | |")
         errs_a = sum(a["errors"].values())
         errs_b = sum(b["errors"].values())
-        rows.append(f"| {label} | failed connects | {errs_a} | {errs_b} | | |")
+        rows.append(f"| {label} | failed connects | {errs_a} | {errs_b} | | 0: {verdict(errs_b == 0)} |")
 
     runs = bench.runs.get("many-rooms", {})
     ref = runs.get("reference")
-    for which, label in (("quart-rooms", "SQLite"), ("quart-rooms-pg", "PostgreSQL")):
+    for which, label in (("quart-rooms", "SQLite FULL"), ("quart-rooms-normal", "SQLite NORMAL"),
+                         ("quart-rooms-pg", "PostgreSQL")):
         qr = runs.get(which)
         if not ref or not qr:
             continue
         a, b = ref.result, qr.result
         name = f"many rooms ({a['rooms']} x 2), {label}"
         target = ""
-        if label == "SQLite":
+        if which == "quart-rooms":
             target = f">= 0.7x: {verdict(b['acked_per_s'] >= 0.7 * a['acked_per_s'])}"
         rows.append(f"| {name} | acked messages/s | {fmt(a['acked_per_s'])} | {fmt(b['acked_per_s'])} | "
                     f"{ratio(b['acked_per_s'], a['acked_per_s'])} | {target} |")
-        rows.append(f"| {name} | ack latency p50 / p99 (ms) | {fmt(a['ack_latency']['p50_ms'], 1)} / "
-                    f"{fmt(a['ack_latency']['p99_ms'], 1)} | {fmt(b['ack_latency']['p50_ms'], 1)} / "
-                    f"{fmt(b['ack_latency']['p99_ms'], 1)} | | |")
+        rows.append(f"| {name} | ack latency p50 / p99 (ms) | {p50_99(a['ack_latency'])} | "
+                    f"{p50_99(b['ack_latency'])} | | |")
+        cpu_a = ref.server_cpu_s / max(1, a["acked"]) * 1e6
+        cpu_b = qr.server_cpu_s / max(1, b["acked"]) * 1e6
+        rows.append(f"| {name} | server CPU per acked message (us) | {fmt(cpu_a)} | {fmt(cpu_b)} | "
+                    f"{ratio(cpu_b, cpu_a)} | |")
         rows.append(f"| {name} | lost / out of order | {a['lost_total']} / {a['out_of_order_total']} | "
                     f"{b['lost_total']} / {b['out_of_order_total']} | | 0: "
                     f"{verdict(b['lost_total'] == 0 and b['out_of_order_total'] == 0)} |")
+    full, normal = runs.get("quart-rooms"), runs.get("quart-rooms-normal")
+    if full and normal:
+        f_, n_ = full.result, normal.result
+        rows.append(f"| many rooms, SQLite | FULL / NORMAL: acked messages/s (the cost of durability) | | "
+                    f"{fmt(f_['acked_per_s'])} / {fmt(n_['acked_per_s'])} | {ratio(f_['acked_per_s'], n_['acked_per_s'])}"
+                    " | |")
+
+    signin = bench.runs.get("signin", {}).get("quart-rooms")
+    if signin:
+        r = signin.result
+        name = f"sign-in burst ({r['users']} users at once)"
+        fives = r["all_attempts"].get("5xx", 0)
+        rows.append(f"| {name} | sign-ins/s (until the last one signed in) | - | {fmt(r['sign_ins_per_s'], 1)} | | |")
+        rows.append(f"| {name} | signed in / gave up | - | {r['signed_in']} / {r['gave_up']} | | "
+                    f"all: {verdict(r['gave_up'] == 0)} |")
+        rows.append(f"| {name} | first attempts: 2xx / 429 / 5xx | - | {counts(r['first_attempt'])} | | |")
+        rows.append(f"| {name} | all attempts: 2xx / 429 / 5xx | - | {counts(r['all_attempts'])} | | "
+                    f"5xx 0: {verdict(fives == 0)} |")
+        rows.append(f"| {name} | request latency p50 / p99 (ms) | - | {p50_99(r['request_latency'])} | | |")
+        rows.append(f"| {name} | first attempt to signed in p50 / p99 (ms), retries included | - | "
+                    f"{p50_99(r['user_latency'])} | | |")
+        rows.append(f"| {name} | server CPU per sign-in (ms) | - | "
+                    f"{fmt(signin.server_cpu_s / max(1, r['signed_in']) * 1e3, 1)} | | |")
+
+    ref, qr = pair("storm")
+    if ref or qr:
+        a = ref.result if ref else {}
+        b = qr.result if qr else {}
+        some = b or a
+        name = f"reconnect storm ({some['clients']} pages, {some['rooms']} rooms)"
+
+        def both(f: Any) -> str:
+            return f"{f(a, ref) if a else '-'} | {f(b, qr) if b else '-'}"
+
+        rows.append(f"| {name} | all back, from SIGTERM (s) | {both(lambda r, _: fmt(r['all_back_after_restart_s'], 2))} "
+                    "| | |")
+        rows.append(f"| {name} | all back, from the new server's first answer (s) | "
+                    f"{both(lambda r, _: fmt(r['all_back_after_up_s'], 2))} | "
+                    f"{ratio(b.get('all_back_after_up_s'), a.get('all_back_after_up_s'))} | |")
+        rows.append(f"| {name} | server down: SIGTERM to exit / start to answering (s) | "
+                    f"{both(lambda _, run: fmt(run.restart.get('stop_s'), 2) + ' / ' + fmt(run.restart.get('start_s'), 2))}"
+                    " | | |")
+        rows.append(f"| {name} | per page, back after the first answer p50 / p99 (ms) | "
+                    f"{both(lambda r, _: p50_99(r['back_after_up']))} | | |")
+        rows.append(f"| {name} | per page, the attempt that worked p50 / p99 (ms) | "
+                    f"{both(lambda r, _: p50_99(r['last_attempt']))} | | |")
+        rows.append(f"| {name} | refresh over HTTP: 2xx / 429 / 5xx; p99 (ms) | - | "
+                    + (f"{counts(b['refresh'])}; {fmt(b['refresh_latency']['p99_ms'], 1)}" if b else "-")
+                    + f" | | 5xx 0: {verdict(b.get('refresh', {}).get('5xx', 0) == 0) if b else '-'} |")
+        refused = (lambda r: sum(r["connect_errors"].values())) if b else None
+        rows.append(f"| {name} | refused connects (codes) / pages not back | "
+                    f"{both(lambda r, _: str(sum(r['connect_errors'].values())) + ' / ' + str(r['not_back']))} | | "
+                    + (f"0: {verdict(refused(b) == 0 and b['not_back'] == 0)}" if b else "") + " |")
+        rows.append(f"| {name} | messages stored / lost / doubled / out of order | "
+                    "n/a (no storage) | "
+                    + (f"{b['messages_stored']} / {b['lost_total']} / {b['doubled_total']} / {b['out_of_order_total']}"
+                       if b else "-")
+                    + " | | " + (f"0: {verdict(b['lost_total'] == 0 and b['doubled_total'] == 0 and b['out_of_order_total'] == 0 and b['extra_total'] == 0)}"
+                                 if b else "") + " |")
+        rows.append(f"| {name} | server CPU from the first answer to all back (s) | "
+                    f"{both(lambda _, run: fmt(run.server_cpu_s, 2))} | {ratio(qr.server_cpu_s if qr else None, ref.server_cpu_s if ref else None)} | |")
+
+    two = [(r, bench.runs.get(f"two-node-{r}", {})) for r in plan.two_node_receivers]
+    two = [(r, runs) for r, runs in two if runs.get("one-node") and runs.get("two-nodes")]
+    if two:
+        rows += ["", "Two nodes (issue 9): fan-out on PostgreSQL + Redis, one node against two nodes sharing the "
+                     "receivers and senders, all nodes on the server core.", "",
+                 "| scenario | metric | one node | two nodes | ratio | target |", "|---|---|---:|---:|---:|---|"]
+        for receivers, runs in two:
+            one, pair2 = runs["one-node"], runs["two-nodes"]
+            a, b = one.result, pair2.result
+            name = f"two-node fan-out R={receivers}"
+            rows.append(f"| {name} | deliveries/s | {fmt(a['deliveries_per_s'])} | {fmt(b['deliveries_per_s'])} | "
+                        f"{ratio(b['deliveries_per_s'], a['deliveries_per_s'])} | |")
+            cpu_a = one.server_cpu_s / max(1, a["deliveries"]) * 1e6
+            cpu_b = pair2.server_cpu_s / max(1, b["deliveries"]) * 1e6
+            rows.append(f"| {name} | server CPU per delivery, all nodes (us) | {fmt(cpu_a, 1)} | {fmt(cpu_b, 1)} | "
+                        f"{ratio(cpu_b, cpu_a)} | <= 1.25x: {verdict(cpu_b <= 1.25 * cpu_a)} |")
+            for label, k in (("PostgreSQL backends", "postgres"), ("Redis (whole server)", "redis")):
+                ba = one.backing_cpu_s.get(k, 0.0) / max(1, a["deliveries"]) * 1e6
+                bb = pair2.backing_cpu_s.get(k, 0.0) / max(1, b["deliveries"]) * 1e6
+                rows.append(f"| {name} | {label} CPU per delivery (us) | {fmt(ba, 2)} | {fmt(bb, 2)} | | |")
+            rows.append(f"| {name} | latency p50 / p99 (ms) | {p50_99(a['latency'])} | {p50_99(b['latency'])} | | |")
+            rows.append(f"| {name} | lost / out of order | {a['lost_total']} / {a['out_of_order_total']} | "
+                        f"{b['lost_total']} / {b['out_of_order_total']} | | 0: "
+                        f"{verdict(b['lost_total'] == 0 and b['out_of_order_total'] == 0 and a['lost_total'] == 0 and a['out_of_order_total'] == 0)} |")
 
     # Details: what shows who was the bottleneck.
-    rows += ["", "Per run: server worker CPU (share of its core over the measured window), load generator CPU, "
-                 "busy share of each core (from /proc/stat, all processes and interrupts), CPU used by other "
-             "processes of the machine meanwhile (in cores), errors.", "",
+    rows += ["", "Per run: server CPU (all nodes of the run, as a share of one core, over the measured window), "
+                 "load generator CPU, busy share of each core (from /proc/stat, all processes and interrupts), CPU "
+                 "used by other processes of the machine meanwhile (in cores; PostgreSQL backends of the bench "
+                 "database and, in two-node runs, Redis are not counted there), connections dropped because an "
+                 "accept queue was full (TcpExt ListenOverflows of the whole machine, over the generator's run; "
+                 "Hypercorn listens with a backlog of 100), errors.", "",
              "| run | server | server CPU (of it in the kernel) | generator CPU | cores busy | other processes "
-             "| ack errors / connect errors |",
-             "|---|---|---:|---:|---|---:|---|"]
+             "| listen queue overflows | errors |",
+             "|---|---|---:|---:|---|---:|---:|---|"]
     for key, runs in bench.runs.items():
         for which, run in runs.items():
             r = run.result
-            errors = r.get("ack_errors") or r.get("errors") or {}
+            errors: dict[str, Any] = {}
+            for k in ("ack_errors", "errors", "connect_errors", "join_errors", "failed", "reasons", "refresh_reasons"):
+                if r.get(k):
+                    errors[k] = r[k]
+            if r.get("sender", {}).get("errors"):
+                errors["sender"] = r["sender"]["errors"]
             busy = " / ".join(f"{v:.0%}" for _, v in sorted(run.core_busy.items()))
             kernel = run.server_sys_s / run.wall_s if run.wall_s else 0.0
+            text = json.dumps(errors) if errors else "-"
             rows.append(f"| {key} | {which} | {run.server_cpu_share:.0%} ({kernel:.0%}) | "
                         f"{r.get('generator_cpu', 0):.0%} | "
-                        f"{busy} | {run.other_cores:.2f} | {json.dumps(errors) if errors else '-'} |")
+                        f"{busy} | {run.other_cores:.2f} | {run.listen_overflows} | {text.replace('|', '/')} |")
 
+    storm_qr = bench.runs.get("storm", {}).get("quart-rooms")
+    ran = {key.split("-")[0] if not key.startswith("two-node") else "two" for key in bench.runs}
     rows += ["", "Notes:"]
-    rows += [
+    notes = [
         f"- Command: `python bench/run.py {' '.join(argv)}`".rstrip() + f"; {elapsed:.0f} s in all.",
-        f"- Each server was started fresh for each row group: one Hypercorn worker, both on the "
+        f"- Each server was started fresh for each row group, serving in one process (quart-rooms: `serve` with one "
+        f"worker; the reference: Hypercorn's worker loop in its process), both on the "
         f"{bench.loop} event loop (`{' '.join(bench.loop_flag) or 'default'}` for quart-rooms); "
-        f"warm-up {plan.warmup_s:g} s, then {plan.duration_s:g} s measured.",
+        f"warm-up {plan.warmup_s:g} s, then {plan.duration_s:g} s measured. Servers stop on SIGTERM.",
         "- quart-rooms ran with raised limits (env): "
-        + ", ".join(f"`{k}={v}`" for k, v in QR_LIMITS.items()) + "; accounts from `quart-rooms create-user` "
-        f"and the admin API, {len(bench.users)} bench users; the generator signs in over HTTP for real tokens, "
-        "and sockets of one user share its token.",
+        + ", ".join(f"`{k}={v}`" for k, v in QR_LIMITS.items())
+        + (", and (--qr-env) " + ", ".join(f"`{k}={v}`" for k, v in bench.extra_env.items()) if bench.extra_env else "")
+        + "; every other setting is its default (`max_pending_sign_ins` 64, `login_failures_per_account` 5, "
+        "`sqlite_synchronous` FULL, the access log on). "
+        f"Accounts from `quart-rooms create-user` and the admin API, {len(bench.users)} bench users; the generator "
+        "signs in over HTTP for real tokens, and sockets of one user share its token.",
         f"- fan-out: {plan.senders} senders with at most {plan.window} messages in flight each (done when the "
         "message returns to its sender); deliveries count every `message` event at any socket of the room "
         "(receivers and senders); latency is send to arrival at each socket. "
@@ -719,13 +1096,47 @@ def report(bench: Bench, facts: list[tuple[str, str]], elapsed: float, argv: lis
         f"and a join of one of {-(-plan.connect_clients // plan.connect_per_room)} rooms ({plan.connect_per_room} "
         "users per room); RSS growth is worker RSS after the last join and "
         f"{plan.settle_s:g} s idle, minus RSS before the first connect, per connected socket. 'deflate offered' "
-        "offers permessage-deflate like a browser (Hypercorn always accepts it).",
+        "offers permessage-deflate like a browser (quart-rooms refuses it by default; the reference's Hypercorn "
+        "accepts it).",
         f"- many rooms: every member keeps {plan.many_window} message in flight and sends the next on its ack; "
         "quart-rooms acks after the commit (group commit); the reference acks after its broadcast (no storage). "
-        "Both quart-rooms rows are compared to the same reference run. PostgreSQL runs unpinned on the same "
-        "2 cores, so it competes with both the server and the generator.",
+        "Every quart-rooms row is compared to the same reference run: SQLite with `sqlite_synchronous` FULL (the "
+        "default: an fsync per committed batch) and NORMAL (`QUART_ROOMS_SQLITE_SYNCHRONOUS=NORMAL`), and "
+        "PostgreSQL, which runs unpinned on the same 2 cores, so it competes with both the server and the generator.",
+        f"- sign-in burst: {plan.signin_users} distinct accounts (created beforehand) each POST /api/auth/login at "
+        "the same moment from the generator (Node's fetch, HTTP/1.1, one connection each); a 429 is retried after "
+        "its Retry-After unless that is over 5 s (an account locked by the failure throttle: that user gives up); "
+        "sign-ins/s is the accounts signed in over the time until the last one was. The reference has no accounts, "
+        "so quart-rooms is reported alone. argon2 runs in the server's thread pool (one thread per core the "
+        "machine has, here both on the server core).",
+        f"- reconnect storm: {plan.storm_clients} pages, {plan.storm_per_room} per room, each its own sign-in "
+        "session (quart-rooms) with one websocket, plus a sender page in every room posting "
+        f"{plan.storm_send_rate:g} messages/s round robin (client_id on each, resent after a failure until acked), "
+        f"{plan.storm_pre_s:g} s before the restart, through it, and {plan.storm_post_s:g} s after every page is back. "
+        "The runner stops the server with SIGTERM, waits for it to exit and starts it again on the same port. Every "
+        "page does what the page (chat.js) does: socket.io's reconnection (500 ms doubling to 5 s, +-50 % jitter); "
+        "once the transport opens, a refresh over HTTP, then the connect with the new access token, then a join "
+        "with since_id and epoch (`more`: read the rest over HTTP; `reset`: start over). 'The attempt that worked' "
+        "runs from the start of the reconnection attempt that succeeded to the last join ack. At the end every page "
+        "must hold every acked message id of its rooms exactly once, in order over the socket. The reference "
+        "(no accounts, no storage) reconnects and joins again without a token or since_id; its messages are not "
+        "checked. A refusal with a code other than unauthorized/token_expired (e.g. `unavailable` while the server "
+        "drains) leaves the real page offline; the bench counts it and connects again after 1 s.",
+        "- two nodes: both `quart-rooms serve` processes (PostgreSQL + Redis, a Redis channel of the run's own) on "
+        "the server core; socket k connects to node k mod 2, so receivers and senders are split evenly; the one-node "
+        "row is the same configuration with one process. CPU per delivery adds up both nodes.",
         "- Absolute figures drift 20-40% between runs on this kind of machine; compare within one run.",
     ]
+    # The general notes, then those of the scenarios that ran (by the first word of their note).
+    topics = {"fan-out": "fanout", "connect": "connect", "many": "many", "sign-in": "signin",
+              "reconnect": "storm", "two": "two"}
+    for note in notes:
+        topic = topics.get(note[2:].split(":")[0].split()[0])
+        if topic is None or topic in ran:
+            rows.append(note)
+    if storm_qr and storm_qr.result.get("refused_unavailable"):
+        rows.append(f"- storm: {storm_qr.result['refused_unavailable']} connects were refused `unavailable` (the "
+                    "old server draining): the page stays offline after such a refusal.")
     noisy = [f"{key} {which} ({run.other_cores:.2f})" for key, runs in bench.runs.items()
              for which, run in runs.items() if run.other_cores > 0.1]
     if noisy:
@@ -737,21 +1148,41 @@ def report(bench: Bench, facts: list[tuple[str, str]], elapsed: float, argv: lis
 
 # ----------------------------------------------------------------------------- main
 
+def redis_drop(url: str, prefix: str) -> int:
+    """Delete the keys of this run (they all start with its channel name)."""
+    import redis  # the project's own dependency
+
+    client = redis.Redis.from_url(url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+        return len(keys)
+    finally:
+        client.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description="quart-rooms vs a bare python-socketio reference server.")
-    parser.add_argument("--quick", action="store_true", help="a short smoke run (about a minute)")
+    parser.add_argument("--quick", action="store_true", help="a short smoke run (a few minutes)")
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop",
                         help="event loop (Hypercorn worker class) of both servers (default: uvloop, "
                              "quart-rooms' own default)")
     parser.add_argument("--commit", help="run quart-rooms from this commit (a snapshot) instead of the working tree")
-    parser.add_argument("--only", default="fanout,connect,many_rooms",
-                        help="comma-separated scenarios: fanout, connect, many_rooms")
+    parser.add_argument("--only", default=",".join(SCENARIOS),
+                        help=f"comma-separated scenarios: {', '.join(SCENARIOS)}")
     parser.add_argument("--receivers", help="fan-out receiver counts, comma-separated (default 10,100,500)")
+    parser.add_argument("--two-node-receivers", help="two-node fan-out receiver counts (default 100,500)")
     parser.add_argument("--duration", type=float, help="measured seconds per scenario")
-    parser.add_argument("--no-postgres", action="store_true", help="skip the PostgreSQL row")
+    parser.add_argument("--storm-clients", type=int, help="reconnect storm: pages (default 2000; 300 with --quick)")
+    parser.add_argument("--storm-send-rate", type=float,
+                        help="reconnect storm: messages/s the sender posts (default 100; 30 with --quick)")
+    parser.add_argument("--no-postgres", action="store_true", help="skip the PostgreSQL rows (and two_node)")
     parser.add_argument("--pg", default="postgresql+asyncpg://postgres@127.0.0.1:5432",
                         help="PostgreSQL server (a database is created and dropped there)")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0",
+                        help="Redis for two_node (keys under a prefix of this run's own, deleted afterwards)")
     parser.add_argument("--profile", metavar="DIR",
                         help="record py-spy profiles (collapsed stacks, .txt) of the quart-rooms worker into DIR; "
                              "summarise them with bench/profile_summary.py")
@@ -760,17 +1191,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile-reference", action="store_true", help="with --profile, profile the reference too")
     parser.add_argument("--quiet-wait", type=float, default=60.0, metavar="S",
                         help="before each run, wait up to S seconds for other processes to go quiet")
+    parser.add_argument("--qr-env", action="append", default=[], metavar="KEY=VALUE",
+                        help="one more quart-rooms setting for every quart-rooms run (e.g. "
+                             "QUART_ROOMS_MAX_RECOVERY=5 to exercise `more` in the storm); named in the notes")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the work folder (server and generator logs, the SQLite file) instead of deleting it")
     parser.add_argument("--out", default=str(BENCH / "results" / "latest.md"), help="where to write the table")
     args = parser.parse_args(argv)
 
     plan = QUICK if args.quick else FULL
     if args.receivers:
         plan.fanout_receivers = [int(x) for x in args.receivers.split(",")]
+    if args.two_node_receivers:
+        plan.two_node_receivers = [int(x) for x in args.two_node_receivers.split(",")]
     if args.duration:
         plan.duration_s = args.duration
+    if args.storm_clients:
+        plan.storm_clients = args.storm_clients
+    if args.storm_send_rate:
+        plan.storm_send_rate = args.storm_send_rate
     scenarios = set(args.only.split(","))
-    if unknown := scenarios - {"fanout", "connect", "many_rooms"}:
+    if unknown := scenarios - set(SCENARIOS):
         parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
+    extra_env = {}
+    for item in args.qr_env:
+        key, sep, value = item.partition("=")
+        if not sep or not key.startswith("QUART_ROOMS_"):
+            parser.error(f"--qr-env wants QUART_ROOMS_KEY=VALUE, not {item!r}")
+        extra_env[key] = value
     for tool in ("node", "taskset"):
         if shutil.which(tool) is None:
             parser.error(f"{tool} is needed")
@@ -789,9 +1237,12 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(plan=plan, loop=args.loop, workdir=workdir, logdir=logdir, server_cpu=cores[0],
                   gen_cpu=cores[1], pg_base=args.pg, profile_dir=Path(args.profile).resolve() if args.profile else None)
     bench.users = [f"bench{i:03d}" for i in range(plan.users)]
+    if scenarios & {"signin", "storm"}:
+        bench.signin_users = [f"signin{i:03d}" for i in range(plan.signin_users)]
     bench.quiet_wait_s = args.quiet_wait
     bench.profile_reference = args.profile_reference
     bench.deflate = args.deflate
+    bench.extra_env = extra_env
     if args.commit:
         bench.src = workdir / "src"
         bench.src.mkdir()
@@ -802,50 +1253,90 @@ def main(argv: list[str] | None = None) -> int:
     sqlite_url = f"sqlite+aiosqlite:///{workdir / 'instance' / 'bench.db'}"
     (workdir / "instance").mkdir()
     rooms = (["fanout"] + [f"c{i:03d}" for i in range(-(-plan.connect_clients // plan.connect_per_room))]
-             + [f"m{i:04d}" for i in range(plan.many_rooms)])
+             + [f"m{i:04d}" for i in range(plan.many_rooms)]
+             + (storm_rooms(plan) if "storm" in scenarios else []))
 
     pg_url = None
     pg_version = ""
-    if "many_rooms" in scenarios and not args.no_postgres:
+    want_pg = not args.no_postgres and bool(scenarios & {"many_rooms", "two_node"})
+    if want_pg:
         try:
             pg_version = pg(args.pg, "version")
             bench.pg_db = f"quart_rooms_bench_{os.getpid()}"
             pg(args.pg, f'CREATE DATABASE "{bench.pg_db}"')
             pg_url = f"{args.pg}/{bench.pg_db}"
-        except Exception as exc:  # no PostgreSQL here: report without that row
-            bench.notes.append(f"PostgreSQL row skipped: {exc!r}")
-            log(f"PostgreSQL not available ({exc!r}); skipping that row")
+        except Exception as exc:  # no PostgreSQL here: report without those rows
+            bench.notes.append(f"PostgreSQL rows skipped: {exc!r}")
+            log(f"PostgreSQL not available ({exc!r}); skipping those rows")
+    if "two_node" in scenarios and pg_url:
+        bench.redis_url = args.redis
+        bench.redis_prefix = f"quart-rooms-bench-{os.getpid()}"
+        try:
+            redis_drop(bench.redis_url, bench.redis_prefix)
+        except Exception as exc:
+            bench.notes.append(f"two-node rows skipped: Redis at {args.redis} did not answer ({exc!r})")
+            log(f"Redis not available ({exc!r}); skipping two_node")
+            bench.redis_url = ""
+    elif "two_node" in scenarios:
+        bench.notes.append("two-node rows skipped: they need PostgreSQL")
     try:
-        log("seeding SQLite: admin via the CLI, users and rooms via the admin API")
-        bench.seed(sqlite_url, rooms)
+        log("seeding SQLite: admin via the CLI, users, rooms (and the storm's sessions) via HTTP")
+        sessions = None
+        if "storm" in scenarios:
+            # One sign-in session per storm page (each page is its own browser), then the sender's.
+            sessions = [bench.signin_users[k % len(bench.signin_users)] for k in range(plan.storm_clients)]
+            sessions.append(bench.users[0])
+        bench.seed(sqlite_url, rooms, bench.users + bench.signin_users, sessions)
         if pg_url:
             log("seeding PostgreSQL")
-            bench.seed(pg_url, [r for r in rooms if r.startswith("m")])
-        if "fanout" in scenarios:
-            bench.fanout(sqlite_url)
-        if "connect" in scenarios:
-            bench.connect(sqlite_url)
-        if "many_rooms" in scenarios:
-            bench.many_rooms(sqlite_url, pg_url)
+            bench.seed(pg_url, ["fanout"] + [r for r in rooms if r.startswith("m")], bench.users)
+        steps = [("fanout", lambda: bench.fanout(sqlite_url)), ("connect", lambda: bench.connect(sqlite_url)),
+                 ("many_rooms", lambda: bench.many_rooms(sqlite_url, pg_url)),
+                 ("signin", lambda: bench.signin(sqlite_url)), ("storm", lambda: bench.storm(sqlite_url))]
+        if pg_url and bench.redis_url:
+            steps.append(("two_node", lambda: bench.two_node(pg_url or "")))
+        for name, step in steps:
+            if name not in scenarios:
+                continue
+            try:
+                step()
+            except Exception as exc:  # the servers are stopped; go on with the next scenario
+                log(f"scenario {name} failed: {exc}")
+                bench.notes.append(f"**Scenario {name} failed**: {str(exc).splitlines()[0][:300]}")
     finally:
         if bench.pg_db:
             try:
                 pg(args.pg, f'DROP DATABASE IF EXISTS "{bench.pg_db}" WITH (FORCE)')
             except Exception as exc:
                 log(f"could not drop database {bench.pg_db}: {exc!r}")
+        if bench.redis_url:
+            try:
+                dropped = redis_drop(bench.redis_url, bench.redis_prefix)
+                log(f"deleted {dropped} Redis keys under {bench.redis_prefix}")
+            except Exception as exc:
+                log(f"could not delete the Redis keys under {bench.redis_prefix}: {exc!r}")
+    if bench.seed_problems:
+        bench.notes.append("While seeding (8 concurrent admin user creations, 4 concurrent sign-ins), the server "
+                           "answered: " + ", ".join(f"{k} x{v}" for k, v in sorted(bench.seed_problems.items()))
+                           + " (retried).")
     elapsed = time.monotonic() - started
-    text = report(bench, machine_facts(pg_version, args.commit), elapsed, argv)
+    text = report(bench, machine_facts(pg_version, args.commit, workdir, bench.redis_url), elapsed, argv)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     (out.with_suffix(".json")).write_text(json.dumps(
-        {key: {which: {"result": r.result, "server_cpu_s": r.server_cpu_s, "wall_s": r.wall_s,
+        {key: {which: {"result": r.result, "server_cpu_s": r.server_cpu_s, "wall_s": r.wall_s, "nodes": r.nodes,
                        "core_busy": r.core_busy, "other_cores": r.other_cores, "server_sys_s": r.server_sys_s,
-                       "rss_ready_kib": r.rss_ready_kib, "rss_idle_kib": r.rss_idle_kib}
+                       "rss_ready_kib": r.rss_ready_kib, "rss_idle_kib": r.rss_idle_kib,
+                       "backing_cpu_s": r.backing_cpu_s, "restart": r.restart,
+                       "listen_overflows": r.listen_overflows}
                for which, r in runs.items()} for key, runs in bench.runs.items()}, indent=1))
     print(text)
     log(f"table written to {out}")
-    shutil.rmtree(workdir, ignore_errors=True)
+    if args.keep:
+        log(f"work folder kept: {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 

@@ -33,6 +33,7 @@ from quart_rooms.request_limits import limit_requests
 from quart_rooms.services import FAST_POLL, Services
 from quart_rooms.settings import Settings, load_settings
 from quart_rooms.storage.db import migrate
+from quart_rooms.tasks import within
 from quart_rooms.web.routes import blueprint as web_blueprint
 
 log = logging.getLogger(__name__)
@@ -145,7 +146,7 @@ class Realtime:
         await services.chat.writer.stop(timeout=budget * 0.4)
         await services.tasks.drain(timeout=budget * 0.1)
         try:
-            await asyncio.wait_for(self.hub.close_all(), budget * 0.1)
+            await within(budget * 0.1, self.hub.close_all())
         except TimeoutError:
             log.warning("closing the sockets took too long")
         if self._poller is not None:

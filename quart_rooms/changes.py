@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from quart_rooms.storage import queries
+from quart_rooms.tasks import within
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ class ChangeLog:
     async def _follow(self) -> None:
         while True:
             try:
-                await asyncio.wait_for(self._wake.wait(), self.fast_poll_interval if self.fast else self.poll_interval)
+                await within(self.fast_poll_interval if self.fast else self.poll_interval, self._wake.wait())
             except TimeoutError:
                 pass
             self._wake.clear()
@@ -163,7 +164,7 @@ class ChangeLog:
                 await self._caught_up.wait_for(lambda: self.position >= change_id)
 
         try:
-            await asyncio.wait_for(reached(), timeout)
+            await within(timeout, reached())
         except TimeoutError:
             return False
         return True

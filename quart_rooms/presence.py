@@ -22,6 +22,8 @@ from collections.abc import Callable
 
 import redis.asyncio
 
+from quart_rooms.tasks import within
+
 log = logging.getLogger(__name__)
 
 NODE_TTL_MS = 5000  # a node silent this long is reaped
@@ -205,22 +207,22 @@ class SharedPresence:
         """Count a user's socket in or out of a room; True when the user's live total crossed zero."""
         keys = [self._user_key(room, user), self._room_key(room), self._node_key(), self._nodes]
         args: list[str | int] = [self.node, room, user, NODE_TTL_MS, delta]
-        return bool(await asyncio.wait_for(self._change(keys=keys, args=args), TIMEOUT))
+        return bool(await within(TIMEOUT, self._change(keys=keys, args=args)))
 
     async def members(self, room: str) -> list[str]:
         """The users with a live socket in the room on any node."""
-        found = await asyncio.wait_for(
-            self._members(keys=[self._room_key(room), self._nodes], args=[self._prefix, room, NODE_TTL_MS]), TIMEOUT
+        found = await within(
+            TIMEOUT, self._members(keys=[self._room_key(room), self._nodes], args=[self._prefix, room, NODE_TTL_MS])
         )
         return sorted(item.decode() if isinstance(item, bytes) else str(item) for item in found)
 
     async def beat(self) -> bool:
         """Record that this node is alive; False when Redis did not know it (its share may be gone)."""
-        return bool(await asyncio.wait_for(self._beat(keys=[self._nodes], args=[self.node]), TIMEOUT))
+        return bool(await within(TIMEOUT, self._beat(keys=[self._nodes], args=[self.node])))
 
     async def reap(self) -> list[tuple[str, str]]:
         """Drop the share of nodes silent for NODE_TTL_MS; the (room, user) pairs that left with them."""
-        flat = await asyncio.wait_for(self._reap(keys=[self._nodes], args=[self._prefix, NODE_TTL_MS]), TIMEOUT)
+        flat = await within(TIMEOUT, self._reap(keys=[self._nodes], args=[self._prefix, NODE_TTL_MS]))
         names = [item.decode() if isinstance(item, bytes) else str(item) for item in flat]
         return list(zip(names[0::2], names[1::2], strict=True))
 
@@ -229,7 +231,7 @@ class SharedPresence:
         args: list[str | int] = [self._prefix, self.node]
         for room, user, count in entries:
             args += [room, user, count]
-        await asyncio.wait_for(self._resync(keys=[self._node_key(), self._nodes], args=args), TIMEOUT)
+        await within(TIMEOUT, self._resync(keys=[self._node_key(), self._nodes], args=args))
 
     async def close(self) -> None:
         """Close the connections."""

@@ -41,6 +41,7 @@ from hypercorn.config import Config, Sockets
 from quart_rooms.logs import ACCESS_FORMAT, ACCESS_LOGGER
 from quart_rooms.metrics import MULTIPROCESS_ENV
 from quart_rooms.settings import Settings
+from quart_rooms.tasks import within
 
 APPLICATION_PATH = "quart_rooms.asgi:app"
 HEADER_BYTES = 16 * 1024  # request line + headers; a JWT and a refresh cookie take about 1 KiB
@@ -112,7 +113,9 @@ def _worker(config: Config, sockets: Sockets | None = None, shutdown_event: Even
     from hypercorn.app_wrappers import ASGIWrapper
     from hypercorn.asyncio.run import worker_serve
 
-    from quart_rooms import asgi  # builds the app (and this process's logging) from the settings
+    from quart_rooms import (
+        asgi,  # builds the app (and this process's logging) from the settings
+    )
 
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
     if config.worker_class == "uvloop":
@@ -137,7 +140,7 @@ async def _stop_requested(app: Any, shutdown_event: EventType | None) -> None:
         loop.add_signal_handler(signum, stop.set)
     while not stop.is_set() and not (shutdown_event is not None and shutdown_event.is_set()):
         try:
-            await asyncio.wait_for(stop.wait(), 0.1)
+            await within(0.1, stop.wait())
         except TimeoutError:
             pass
     log.info("stopping: closing sockets and storing the messages accepted")

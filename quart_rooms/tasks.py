@@ -10,7 +10,7 @@ for them.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -34,3 +34,14 @@ class OwnedTasks:
         pending = set(self._tasks)
         if pending:
             await asyncio.wait(pending, timeout=timeout)
+
+
+async def within(seconds: float, awaitable: Awaitable[T]) -> T:
+    """`awaitable`'s result, or TimeoutError after `seconds`.
+
+    asyncio.wait_for on Python 3.11 may drop a cancellation of the caller that
+    lands in the same turn as the awaitable finishes, leaving a background task
+    that cannot be stopped; asyncio.timeout never does.
+    """
+    async with asyncio.timeout(seconds):
+        return await awaitable

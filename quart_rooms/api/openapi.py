@@ -29,7 +29,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from quart import Blueprint, Quart
-from quart_schema import DataSource, QuartSchema, document_response, hide, security_scheme
+from quart_schema import (
+    DataSource,
+    QuartSchema,
+    document_response,
+    hide,
+    security_scheme,
+)
 from quart_schema.conversion import model_schema
 from quart_schema.openapi import OpenAPIProvider
 from werkzeug.routing.converters import BaseConverter

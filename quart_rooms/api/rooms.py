@@ -5,7 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from quart import Blueprint, Response
-from quart_schema import operation_id, tag_blueprint, validate_querystring, validate_request, validate_response
+from quart_schema import (
+    operation_id,
+    tag_blueprint,
+    validate_querystring,
+    validate_request,
+    validate_response,
+)
 
 from quart_rooms.api.openapi import errors, no_content
 from quart_rooms.api.schemas import (

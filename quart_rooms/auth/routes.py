@@ -6,11 +6,22 @@ import logging
 
 from pydantic import ValidationError
 from quart import Blueprint, Response, jsonify, request
-from quart_schema import document_request, document_response, tag_blueprint, validate_request
+from quart_schema import (
+    document_request,
+    document_response,
+    tag_blueprint,
+    validate_request,
+)
 
 from quart_rooms.api.errors import json_body
 from quart_rooms.api.openapi import errors, public
-from quart_rooms.api.schemas import Login, NoContent, Refresh, SetsRefreshCookie, TokenReply
+from quart_rooms.api.schemas import (
+    Login,
+    NoContent,
+    Refresh,
+    SetsRefreshCookie,
+    TokenReply,
+)
 from quart_rooms.auth.http import services
 from quart_rooms.auth.passwords import needs_rehash
 from quart_rooms.auth.tokens import TokenPair, bearer_token

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from quart_rooms.errors import RateLimited
 from quart_rooms.ratelimit import LimitStore, Window
+from quart_rooms.tasks import within
 
 MESSAGE = "Too many failed sign-ins; try again later."
 MAX_WAIT = 10.0  # seconds an attempt waits for the account's other checks before 429
@@ -73,7 +74,7 @@ class LoginThrottle:
                 raise RateLimited("Too many sign-ins of this account at once; try again.", retry_after=1.0)
             async with self._condition():
                 try:
-                    await asyncio.wait_for(self._condition().wait(), remaining)
+                    await within(remaining, self._condition().wait())
                 except TimeoutError:
                     pass
 

@@ -28,6 +28,8 @@ from typing import Any
 import redis.asyncio
 from redis.asyncio.client import PubSub
 
+from quart_rooms.tasks import within
+
 log = logging.getLogger(__name__)
 
 HEARTBEAT = 0.5  # seconds between heartbeats
@@ -76,7 +78,7 @@ class Broker:
         A broker that does not answer is not fatal here (the nodes work without it).
         """
         try:
-            owner = await asyncio.wait_for(self._keep_claim(), PUBLISH_TIMEOUT * 4)
+            owner = await within(PUBLISH_TIMEOUT * 4, self._keep_claim())
         except Exception as exc:
             log.warning("broker: cannot check who uses the channel (%s); going on", exc)
             return
@@ -129,7 +131,7 @@ class Broker:
         while True:
             data = await self._outbox.get()
             try:
-                await asyncio.wait_for(self._publisher.publish(self.channel, data), PUBLISH_TIMEOUT)
+                await within(PUBLISH_TIMEOUT, self._publisher.publish(self.channel, data))
                 failing = False
             except asyncio.CancelledError:
                 raise
@@ -146,7 +148,7 @@ class Broker:
             beats += 1
             if beats % 10 == 0 and self.healthy:  # keep this deployment's claim on the channel
                 try:
-                    await asyncio.wait_for(self._keep_claim(), PUBLISH_TIMEOUT)
+                    await within(PUBLISH_TIMEOUT, self._keep_claim())
                 except Exception:
                     pass
             quiet = time.monotonic() - self._last_heartbeat
@@ -176,7 +178,7 @@ class Broker:
                 await asyncio.sleep(RETRY)
             finally:
                 try:
-                    await asyncio.wait_for(pubsub.aclose(), PUBLISH_TIMEOUT)  # type: ignore[no-untyped-call]
+                    await within(PUBLISH_TIMEOUT, pubsub.aclose())  # type: ignore[no-untyped-call]
                 except Exception:
                     pass
 
@@ -206,4 +208,4 @@ class Broker:
 
     async def ping(self) -> None:
         """Raise unless Redis answers PING (for /readyz)."""
-        await asyncio.wait_for(self._publisher.ping(), PUBLISH_TIMEOUT * 4)
+        await within(PUBLISH_TIMEOUT * 4, self._publisher.ping())
