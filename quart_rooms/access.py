@@ -78,11 +78,12 @@ def may_change_grant(*, actor: Principal, room_public: bool, actor_grant: str | 
     return role == "moderate" and old in plain and new in plain
 
 
-def may_delete_message(*, actor: Principal, role: Role | None, author: str) -> bool:
-    """Whether the actor may delete a message (contract 1.1): its author, a moderator of the room, an admin."""
+def may_delete_message(*, actor: Principal, role: Role | None, author_id: int | None) -> bool:
+    """Whether the actor may delete a message (contract 1.1): its author (the account that wrote it, not
+    a later one of the same name), a moderator of the room, an admin."""
     if actor.is_admin or role == "moderate":
         return True
-    return role is not None and author.lower() == actor.username.lower()
+    return role is not None and author_id is not None and author_id == actor.id
 
 
 def _rule_name(*, is_admin: bool, public: bool) -> str:

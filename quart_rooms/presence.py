@@ -245,8 +245,9 @@ class Presence:
         self.local = LocalPresence()
         self.shared = shared
         self.dirty = False  # Redis missed a change: rewrite this node's share when it answers
-        # Shared changes go to Redis one at a time, in the order the local ones were made: a
-        # socket's +1 and its -1 on two connections could otherwise arrive the other way round.
+        # Local changes and their shared ones are made one at a time, in order: a socket's +1 and
+        # its -1 on two connections could otherwise reach Redis the other way round, and a rewrite
+        # of this node's share must not see a local change whose shared one is still to come.
         self._order = asyncio.Lock()
         self._broken_until = 0.0  # after a failure, decide locally for BREAK seconds
         # Called with (room, user) pairs that left with a dead node: announce `left` for them.
@@ -255,15 +256,17 @@ class Presence:
 
     async def enter(self, room: str, user: str, sid: str) -> bool:
         """Put a socket in a room; True when the user was in it nowhere before (announce `joined`)."""
-        if not self.local.add(room, user, sid):
-            return False
-        return await self._shared_change(room, user, +1)
+        async with self._order:  # the local change and its shared one together (see _keep_alive)
+            if not self.local.add(room, user, sid):
+                return False
+            return await self._shared_change(room, user, +1)
 
     async def leave(self, room: str, user: str, sid: str) -> bool:
         """Take a socket out of a room; True when the user is in it nowhere now (announce `left`)."""
-        if not self.local.remove(room, user, sid):
-            return False
-        return await self._shared_change(room, user, -1)
+        async with self._order:
+            if not self.local.remove(room, user, sid):
+                return False
+            return await self._shared_change(room, user, -1)
 
     def _usable(self) -> bool:
         return self.shared is not None and time.monotonic() >= self._broken_until
@@ -275,17 +278,17 @@ class Presence:
         self.dirty = True
 
     async def _shared_change(self, room: str, user: str, delta: int) -> bool:
+        """Apply a local change to Redis (the caller holds _order); whether the user's total crossed zero."""
         if self.shared is None:
             return True
-        async with self._order:
-            if not self._usable():
-                self.dirty = True
-                return True
-            try:
-                return await self.shared.change(room, user, delta)
-            except Exception as exc:
-                self._failed(exc)
-                return True
+        if not self._usable():
+            self.dirty = True
+            return True
+        try:
+            return await self.shared.change(room, user, delta)
+        except Exception as exc:
+            self._failed(exc)
+            return True
 
     async def members(self, room: str) -> list[str]:
         """The users in the room on any node (this node's alone when Redis does not answer)."""

@@ -27,6 +27,7 @@ import multiprocessing
 import os
 import shutil
 import signal
+import ssl
 import tempfile
 import time
 from collections.abc import Callable
@@ -129,7 +130,18 @@ def _worker(config: Config, sockets: Sockets | None = None, shutdown_event: Even
         await worker_serve(ASGIWrapper(app), config, sockets=sockets, shutdown_trigger=trigger)
 
     with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.get_loop().set_exception_handler(_exception_handler)
         runner.run(main())
+
+
+def _exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """The loop's handler, quiet about what is no error: a connection cancelled as the server stops
+    (asyncio's stream callback reports its CancelledError), and TLS handshakes that fail."""
+    exception = context.get("exception")
+    if isinstance(exception, (asyncio.CancelledError, ssl.SSLError)):
+        log.debug("ignored: %s", context.get("message"))
+        return
+    loop.default_exception_handler(context)
 
 
 async def _stop_requested(app: Any, shutdown_event: EventType | None) -> None:

@@ -77,9 +77,9 @@ async def test_a_deleted_accounts_token_does_not_work_for_a_new_account_of_that_
 ) -> None:
     """alice's token, after alice is deleted and an account named alice (then Alice) is made again:
     refused on connect (unauthorized) and over HTTP, as is her refresh token; the new account's own
-    tokens work. (On SQLite, as here, the new account even gets the old account's id.)"""
+    tokens work. Account ids are never handed out again (SQLite too)."""
     await admin_api.create_room("red", public=True)
-    await admin_api.create_user("alice")  # the newest account: SQLite hands its id out again
+    await admin_api.create_user("alice")  # the newest account: the id SQLite used to hand out again
     first = await sign_in(server, "alice")
     old_id = await user_id(server, "alice")
     live = await chatters(first["access_token"])
@@ -93,7 +93,7 @@ async def test_a_deleted_accounts_token_does_not_work_for_a_new_account_of_that_
     older = [first]
     for name in ("alice", "Alice"):
         await admin_api.create_user(name)
-        assert await user_id(server, name) == old_id  # SQLite hands the id out again
+        assert await user_id(server, name) != old_id  # never handed out again
         for old in older:
             assert await refusal(server.url, old["access_token"]) == "unauthorized"
             assert not await token_works(server, old["access_token"])
@@ -496,3 +496,51 @@ async def test_concurrent_right_passwords_are_never_refused(server: Server, admi
     replies = await attempts(server, [("alice", PASSWORD)] * 12)
     statuses = [r.status_code for r in replies]
     assert statuses == [200] * 12, (statuses, [r.json()["error"] for r in replies if r.status_code != 200][:1])
+
+
+@pytest.mark.usefixtures("cheap_passwords")
+@both_backends
+async def test_a_re_created_account_owns_none_of_the_old_ones_messages(
+    server: Server, admin_api: Api, chatters: Connect
+) -> None:
+    """bob posts with client_id "1" and is deleted; a new bob (the same id on SQLite) posting with
+    client_id "1" stores a new message (not the old one's ack), and may not delete old bob's messages."""
+    await admin_api.create_room("priv")
+    await admin_api.create_room("lobby", public=True)
+    await admin_api.create_user("bob")
+    await admin_api.grant("priv", "bob")
+    old = await chatters((await sign_in(server, "bob"))["access_token"])
+    assert (await old.call("join", {"room": "priv"}))["ok"]
+    first = await old.call("message", {"room": "priv", "msg": "old bob", "client_id": "1"})
+    assert first["ok"] and first["id"] == 1
+    assert (await admin_api.delete("/api/admin/users/bob")).status_code == 204
+    await admin_api.create_user("bob")
+    token = (await sign_in(server, "bob"))["access_token"]
+    new = await chatters(token)
+    assert (await new.call("join", {"room": "lobby"}))["ok"]
+    again = await new.call("message", {"room": "lobby", "msg": "new bob", "client_id": "1"})
+    assert again["ok"] and again["id"] == 1 and again["ts"] != first["ts"]
+    [seen] = await new.wait_for("message")
+    assert (seen["room"], seen["msg"]) == ("lobby", "new bob")
+    # the new bob is no author of the old bob's messages (an admin posts in lobby, the new bob cannot delete it)
+    refused = await call(server, "DELETE", "/api/rooms/priv/messages/1", token=token)
+    assert refused.status_code == 403
+    repeat = await new.call("message", {"room": "lobby", "msg": "new bob", "client_id": "1"})
+    assert repeat["id"] == again["id"]  # its own retries still answer its own first id
+
+
+async def test_a_token_with_an_id_beyond_64_bits_is_refused(server: Server) -> None:
+    """A correctly signed token whose uid overflows storage is unauthorized, not a 500."""
+    import time
+
+    import jwt
+
+    settings = server.services.settings
+    now = int(time.time())
+    token = jwt.encode(
+        {"sub": "admin", "iat": now, "nbf": now, "exp": now + 60, "iss": settings.jwt_issuer,
+         "aud": settings.jwt_audience, "jti": "j", "uid": 2**80, "ver": 0, "sid": "s"},
+        server.services.tokens._signing_key, algorithm="HS256",
+    )
+    assert (await call(server, "GET", "/api/me", token=token)).status_code == 401
+    assert await refusal(server.url, token) == "unauthorized"

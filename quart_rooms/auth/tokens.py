@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from quart_rooms.changes import ChangeLog, commit_change
 from quart_rooms.errors import TokenExpired, Unauthorized
+from quart_rooms.names import MAX_ID
 from quart_rooms.settings import Settings, jwt_secret
 from quart_rooms.storage import queries
 from quart_rooms.storage.db import Database
@@ -72,7 +73,7 @@ def _hash(raw: str) -> str:
 
 
 def _whole(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_ID
 
 
 class Tokens:

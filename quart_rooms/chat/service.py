@@ -136,7 +136,8 @@ class Chat:
         wait = await self._rate.hit(user.username.lower())
         if wait:
             raise RateLimited(f"Too many messages; wait {wait:.1f} s.", retry_after=wait)
-        return self.writer.submit(NewMessage(found.room_id, found.room, user.username, msg, client_id), found.epoch)
+        item = NewMessage(found.room_id, found.room, user.username, msg, client_id, author_id=user.id)
+        return self.writer.submit(item, found.epoch)
 
     async def delete(self, user: Principal, room: str, message_id: int) -> None:
         """Make a message a tombstone (its author, a moderator of the room, or an admin; contract 1.1).
@@ -153,8 +154,8 @@ class Chat:
             known = await queries.message_author(session, found.room_id, message_id)
             if known is None:
                 raise NotFound(f"No message {message_id} in room {found.room!r}.")
-            author, deleted = known
-            if not may_delete_message(actor=user, role=found.role, author=author):
+            author_id, author, deleted = known
+            if not may_delete_message(actor=user, role=found.role, author_id=author_id):
                 raise Forbidden("Only the author, a moderator of the room or an admin may delete a message.")
             if deleted:
                 return

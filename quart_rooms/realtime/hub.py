@@ -11,7 +11,7 @@ import socketio
 
 from quart_rooms.presence import Presence
 from quart_rooms.realtime.fanout import deliver, send
-from quart_rooms.realtime.server import internal_room
+from quart_rooms.realtime.server import close_transport, internal_room
 from quart_rooms.realtime.sessions import Socket, Sockets
 
 log = logging.getLogger(__name__)
@@ -105,5 +105,4 @@ class Hub:
         (which tells clients not to come back): official clients see the transport close and
         reconnect by themselves, to another node if there is one (contract 1.1, "Shutdown")."""
         for socket in list(self.sio.eio.sockets.values()):
-            await socket.close(wait=False, abort=True)
-            socket.queue.put_nowait(None)  # ends the socket's writer, which closes the websocket or poll
+            await close_transport(socket)

@@ -10,11 +10,18 @@ storage as the record (docs/architecture.md, "Several processes").
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from typing import Any
+
 import socketio
+from socketio import packet as sio_packet
 
 from quart_rooms.settings import Settings
 
 ROOM_PREFIX = "room:"
+CONNECT_TIMEOUT = 10.0  # seconds an Engine.IO session may stay without a Socket.IO connect
+log = logging.getLogger(__name__)
 
 
 def internal_room(room: str) -> str:
@@ -29,9 +36,59 @@ def cors_origins(settings: Settings) -> str | list[str] | None:
     return list(settings.allowed_origins) or None
 
 
+class ChatServer(socketio.AsyncServer):  # type: ignore[misc]
+    """python-socketio's AsyncServer, strict about what a client may send before any handler runs.
+
+    - Binary packets are refused (the contract has none): python-socketio would
+      buffer as many attachments as a packet announces, each under the packet
+      limit, without bound.
+    - A malformed packet is ignored (a debug log line), instead of logging a
+      traceback per frame; the connection stays as it was.
+    - An Engine.IO session that does not connect to the namespace within
+      CONNECT_TIMEOUT seconds is closed, so idle unauthenticated sessions do not
+      pile up (their pongs keep read_timeout from firing).
+
+    Overrides two of python-socketio's internal handlers (tests/test_reach_ins.py).
+    """
+
+    async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> Any:
+        loop = asyncio.get_running_loop()
+        loop.call_later(CONNECT_TIMEOUT, lambda: loop.create_task(self._close_if_unconnected(eio_sid)))
+        return await super()._handle_eio_connect(eio_sid, environ)
+
+    async def _close_if_unconnected(self, eio_sid: str) -> None:
+        if eio_sid in self.eio.sockets and self.manager.sid_from_eio_sid(eio_sid, "/") is None:
+            await self._close(eio_sid, "no Socket.IO connect within %.0f s" % CONNECT_TIMEOUT)
+
+    async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
+        if not isinstance(data, str) or data[:1] in (str(sio_packet.BINARY_EVENT), str(sio_packet.BINARY_ACK)):
+            self._binary_packet.pop(eio_sid, None)
+            await self._close(eio_sid, "a binary packet")
+            return
+        try:
+            await super()._handle_eio_message(eio_sid, data)
+        except (ValueError, TypeError, KeyError, IndexError) as exc:  # a packet that does not parse
+            log.debug("ignored a malformed packet: %s", exc)
+
+    async def _close(self, eio_sid: str, why: str) -> None:
+        environ = self.environ.get(eio_sid) or {}
+        client = (environ.get("asgi.scope") or {}).get("client") or ("?",)
+        log.info("closing the connection of %s: %s", client[0], why)
+        socket = self.eio.sockets.get(eio_sid)
+        if socket is not None:
+            await close_transport(socket)
+
+
+async def close_transport(socket: Any) -> None:
+    """Close an Engine.IO socket's transport at once, with no Socket.IO DISCONNECT packet (which tells
+    official clients not to come back): they see the transport close and reconnect by themselves."""
+    await socket.close(wait=False, abort=True)
+    socket.queue.put_nowait(None)  # ends the socket's writer, which closes the websocket or poll
+
+
 def create_server(settings: Settings) -> socketio.AsyncServer:
     """An ASGI AsyncServer: each event a task (ordered per socket by the namespace), limits from settings."""
-    return socketio.AsyncServer(
+    return ChatServer(
         async_mode="asgi",
         cors_allowed_origins=cors_origins(settings),
         max_http_buffer_size=settings.max_socket_packet_bytes,

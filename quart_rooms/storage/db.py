@@ -114,10 +114,36 @@ def _upgrade(connection: Connection, url: str) -> None:
 
 
 async def migrate(engine: AsyncEngine) -> None:
-    """Bring the schema up to date on this engine."""
+    """Bring the schema up to date on this engine.
+
+    On SQLite foreign keys are off while migrating (SQLite's own advice for
+    changing a table, https://www.sqlite.org/lang_altertable.html): a
+    migration that rebuilds a table must not cascade its temporary drop to
+    the rows that refer to it. They are checked before the commit.
+    """
     url = engine.url.render_as_string(hide_password=False)
-    async with engine.begin() as conn:
-        await conn.run_sync(_upgrade, url)
+    async with engine.connect() as conn:
+        sqlite = engine.dialect.name == "sqlite"
+        if sqlite:  # outside any transaction, where the pragma has an effect
+            await _sqlite_pragma(conn, "PRAGMA foreign_keys=OFF")
+        try:
+            await conn.run_sync(_upgrade, url)
+            if sqlite:
+                broken = (await conn.exec_driver_sql("PRAGMA foreign_key_check")).all()
+                if broken:
+                    raise RuntimeError(f"the migration left rows that refer to nothing: {broken[:5]}")
+            await conn.commit()
+        finally:
+            if sqlite:
+                await conn.rollback()
+                await _sqlite_pragma(conn, "PRAGMA foreign_keys=ON")
+
+
+async def _sqlite_pragma(conn: Any, pragma: str) -> None:
+    """Run a pragma on the driver's connection directly, outside SQLAlchemy's transaction."""
+    raw = (await conn.get_raw_connection()).driver_connection
+    assert raw is not None
+    await raw.execute(pragma)
 
 
 async def ping(engine: AsyncEngine) -> None:

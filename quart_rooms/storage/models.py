@@ -54,6 +54,8 @@ class Base(DeclarativeBase):
 
 class User(Base):
     __tablename__ = "users"
+    # SQLite: never hand a deleted account's id to a new one (PostgreSQL's sequence never does).
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     username: Mapped[str] = mapped_column(String(32), unique=True)
@@ -95,15 +97,17 @@ class Message(Base):
 
     room_id: Mapped[int] = mapped_column(ForeignKey("rooms.id", ondelete="CASCADE"), primary_key=True)
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    # The author's name is kept as written, so history survives a deleted account.
+    # The author's name is kept as written, so history survives a deleted account; the
+    # account's id says whose it is (None once that account is gone).
     username: Mapped[str] = mapped_column(String(32))
+    author_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     body: Mapped[str] = mapped_column(Text)
     client_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     # A deleted message keeps its id, author and time; its text is gone (a tombstone).
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)
 
-    __table_args__ = (UniqueConstraint("username", "client_id", name="uq_messages_username_client_id"),)
+    __table_args__ = (UniqueConstraint("author_id", "client_id", name="uq_messages_author_id_client_id"),)
 
 
 class RefreshToken(Base):

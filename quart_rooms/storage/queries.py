@@ -196,16 +196,16 @@ async def delete_message(session: AsyncSession, room_id: int, message_id: int) -
     return str(row[0]) if row else None
 
 
-async def message_author(session: AsyncSession, room_id: int, message_id: int) -> tuple[str, bool] | None:
-    """(author, deleted) of a message, or None for an unknown id."""
+async def message_author(session: AsyncSession, room_id: int, message_id: int) -> tuple[int | None, str, bool] | None:
+    """(author's account id, author's name, deleted) of a message, or None for an unknown id."""
     row = (
         await session.execute(
-            select(_messages.c.username, _messages.c.deleted).where(
+            select(_messages.c.author_id, _messages.c.username, _messages.c.deleted).where(
                 _messages.c.room_id == room_id, _messages.c.id == message_id
             )
         )
     ).first()
-    return (str(row[0]), bool(row[1])) if row else None
+    return (row[0], str(row[1]), bool(row[2])) if row else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,26 +217,27 @@ class NewMessage:
     user: str
     msg: str
     client_id: str | None
+    author_id: int = 0  # the author's account
 
 
 class ClientIdRace(Exception):
     """Another transaction stored one of the batch's client_ids first: roll back and store again."""
 
 
-async def _earlier_by_client_id(session: AsyncSession, batch: Sequence[NewMessage]) -> dict[tuple[str, str], StoredMessage]:
-    """{(user, client_id): stored message} for the batch's client_ids that are stored already."""
-    keys = {(item.user, item.client_id) for item in batch if item.client_id is not None}
+async def _earlier_by_client_id(session: AsyncSession, batch: Sequence[NewMessage]) -> dict[tuple[int, str], StoredMessage]:
+    """{(author id, client_id): stored message} for the batch's client_ids that are stored already."""
+    keys = {(item.author_id, item.client_id) for item in batch if item.client_id is not None}
     if not keys:
         return {}
     query = (
-        select(_messages.c.username, _messages.c.client_id, _messages.c.id, _rooms.c.name, _messages.c.body,
-               _messages.c.created_at, _messages.c.deleted)
+        select(_messages.c.author_id, _messages.c.client_id, _messages.c.id, _rooms.c.name, _messages.c.username,
+               _messages.c.body, _messages.c.created_at, _messages.c.deleted)
         .join(_rooms, _rooms.c.id == _messages.c.room_id)
-        .where(tuple_(_messages.c.username, _messages.c.client_id).in_(list(keys)))
+        .where(tuple_(_messages.c.author_id, _messages.c.client_id).in_(list(keys)))
     )
     return {
-        (user, client_id): StoredMessage(message_id, room, user, body, ts, bool(deleted))
-        for user, client_id, message_id, room, body, ts, deleted in (await session.execute(query)).all()
+        (author_id, client_id): StoredMessage(message_id, room, user, body, ts, bool(deleted))
+        for author_id, client_id, message_id, room, user, body, ts, deleted in (await session.execute(query)).all()
     }
 
 
@@ -256,10 +257,10 @@ async def store_messages(
     """
     earlier = await _earlier_by_client_id(session, batch)
     fresh: list[NewMessage] = []  # new text: no stored message has its client_id, nor an earlier item
-    repeats: set[tuple[str, str]] = set()
+    repeats: set[tuple[int, str]] = set()
     for item in batch:
         if item.client_id is not None:
-            key = (item.user, item.client_id)
+            key = (item.author_id, item.client_id)
             if key in earlier or key in repeats:
                 continue
             repeats.add(key)
@@ -281,7 +282,7 @@ async def store_messages(
     stored: list[tuple[StoredMessage | None, bool]] = []
     rows: list[dict[str, object]] = []
     for item in batch:
-        key = (item.user, item.client_id or "")
+        key = (item.author_id, item.client_id or "")
         if item.client_id is not None and key in earlier:
             stored.append((earlier[key], False))
             continue
@@ -291,7 +292,7 @@ async def store_messages(
         message = StoredMessage(next_id[item.room_id], item.room, item.user, item.msg, now)
         next_id[item.room_id] += 1
         rows.append(
-            {"room_id": item.room_id, "id": message.id, "username": item.user,
+            {"room_id": item.room_id, "id": message.id, "username": item.user, "author_id": item.author_id,
              "body": item.msg, "client_id": item.client_id, "created_at": now, "deleted": False}
         )
         if item.client_id is not None:
@@ -306,10 +307,10 @@ async def store_messages(
 
 
 def _insert_ignoring_client_id_conflicts(session: AsyncSession) -> Any:
-    """INSERT ... ON CONFLICT (username, client_id) DO NOTHING, in the session's dialect."""
+    """INSERT ... ON CONFLICT (author_id, client_id) DO NOTHING, in the session's dialect."""
     dialect = session.get_bind().dialect.name
     insert_of = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return insert_of(_messages).on_conflict_do_nothing(index_elements=["username", "client_id"])
+    return insert_of(_messages).on_conflict_do_nothing(index_elements=["author_id", "client_id"])
 
 
 # Refresh tokens ---------------------------------------------------------------
