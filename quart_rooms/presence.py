@@ -87,9 +87,11 @@ class LocalPresence:
         return [(room, user, len(sids)) for room, users in self._rooms.items() for user, sids in users.items()]
 
 
-# KEYS: the user's per-node counts, the room's members, this node's index, the nodes.
-# ARGV: node, room, user, ttl (ms), delta (+1 or -1). Returns 1 when the user's live
-# total went 0 -> 1 (delta +1) or 1 -> 0 (delta -1), else 0.
+# KEYS: the user's per-node counts, the room's members, this node's index, the nodes, this
+# node's sequence. ARGV: node, room, user, ttl (ms), delta (+1 or -1), the change's sequence
+# number. Returns 1 when the user's live total went 0 -> 1 (delta +1) or 1 -> 0 (delta -1),
+# 0 otherwise, and -1 for a change older than what Redis has of this node (it timed out here
+# and reached Redis late, after a rewrite of the node's share: it must not count twice).
 _LIVE_TOTAL = """
 local function live_total(key, nodes, since)
   local total = 0
@@ -106,6 +108,8 @@ local function now_ms()
 end
 """
 _CHANGE = _LIVE_TOTAL + """
+if tonumber(redis.call('GET', KEYS[5]) or '0') >= tonumber(ARGV[6]) then return -1 end
+redis.call('SET', KEYS[5], ARGV[6])
 local since = now_ms() - tonumber(ARGV[4])
 local before = live_total(KEYS[1], KEYS[4], since)
 local count = redis.call('HINCRBY', KEYS[1], ARGV[1], tonumber(ARGV[5]))
@@ -157,20 +161,23 @@ for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. since)
     end
   end
   redis.call('DEL', index)
+  redis.call('DEL', ARGV[1] .. 'seq\\n' .. node)
   redis.call('ZREM', KEYS[1], node)
 end
 return gone
 """
-# KEYS: this node's index, the nodes. ARGV: key prefix, node, then room, user, count triples.
-# Replaces this node's share by the given one (after an outage or being reaped).
+# KEYS: this node's index, the nodes, this node's sequence. ARGV: key prefix, node, sequence,
+# then room, user, count triples. Replaces this node's share by the given one (after an
+# outage or being reaped); changes numbered up to `sequence` are in it.
 _RESYNC = _LIVE_TOTAL + """
+redis.call('SET', KEYS[3], ARGV[3])
 for _, entry in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local cut = string.find(entry, '\\n', 1, true)
   redis.call('HDEL', ARGV[1] .. string.sub(entry, 1, cut - 1) .. '\\n' .. string.sub(entry, cut + 1), ARGV[2])
 end
 redis.call('DEL', KEYS[1])
 redis.call('ZADD', KEYS[2], now_ms(), ARGV[2])
-for i = 3, #ARGV, 3 do
+for i = 4, #ARGV, 3 do
   local room, user = ARGV[i], ARGV[i + 1]
   redis.call('HSET', ARGV[1] .. room .. '\\n' .. user, ARGV[2], ARGV[i + 2])
   redis.call('SADD', ARGV[1] .. 'room\\n' .. room, user)
@@ -203,11 +210,15 @@ class SharedPresence:
     def _node_key(self) -> str:
         return f"{self._prefix}node\n{self.node}"
 
-    async def change(self, room: str, user: str, delta: int) -> bool:
-        """Count a user's socket in or out of a room; True when the user's live total crossed zero."""
-        keys = [self._user_key(room, user), self._room_key(room), self._node_key(), self._nodes]
-        args: list[str | int] = [self.node, room, user, NODE_TTL_MS, delta]
-        return bool(await within(TIMEOUT, self._change(keys=keys, args=args)))
+    def _seq_key(self) -> str:
+        return f"{self._prefix}seq\n{self.node}"
+
+    async def change(self, room: str, user: str, delta: int, seq: int) -> bool:
+        """Count a user's socket in or out of a room (change number `seq` of this node); True when
+        the user's live total crossed zero."""
+        keys = [self._user_key(room, user), self._room_key(room), self._node_key(), self._nodes, self._seq_key()]
+        args: list[str | int] = [self.node, room, user, NODE_TTL_MS, delta, seq]
+        return int(await within(TIMEOUT, self._change(keys=keys, args=args))) == 1
 
     async def members(self, room: str) -> list[str]:
         """The users with a live socket in the room on any node."""
@@ -226,12 +237,12 @@ class SharedPresence:
         names = [item.decode() if isinstance(item, bytes) else str(item) for item in flat]
         return list(zip(names[0::2], names[1::2], strict=True))
 
-    async def resync(self, entries: list[tuple[str, str, int]]) -> None:
-        """Replace this node's share by `entries` (room, user, sockets)."""
-        args: list[str | int] = [self._prefix, self.node]
+    async def resync(self, entries: list[tuple[str, str, int]], seq: int) -> None:
+        """Replace this node's share by `entries` (room, user, sockets), which hold changes up to `seq`."""
+        args: list[str | int] = [self._prefix, self.node, seq]
         for room, user, count in entries:
             args += [room, user, count]
-        await within(TIMEOUT, self._resync(keys=[self._node_key(), self._nodes], args=args))
+        await within(TIMEOUT, self._resync(keys=[self._node_key(), self._nodes, self._seq_key()], args=args))
 
     async def close(self) -> None:
         """Close the connections."""
@@ -250,6 +261,7 @@ class Presence:
         # of this node's share must not see a local change whose shared one is still to come.
         self._order = asyncio.Lock()
         self._broken_until = 0.0  # after a failure, decide locally for BREAK seconds
+        self._seq = 0  # number of this node's latest change (Redis ignores older ones)
         # Called with (room, user) pairs that left with a dead node: announce `left` for them.
         self.on_reaped: Callable[[list[tuple[str, str]]], None] = lambda pairs: None
         self._task: asyncio.Task[None] | None = None
@@ -284,8 +296,9 @@ class Presence:
         if not self._usable():
             self.dirty = True
             return True
+        self._seq += 1
         try:
-            return await self.shared.change(room, user, delta)
+            return await self.shared.change(room, user, delta, self._seq)
         except Exception as exc:
             self._failed(exc)
             return True
@@ -311,7 +324,8 @@ class Presence:
             await asyncio.gather(self._task, return_exceptions=True)
         if self.shared is not None:
             try:
-                await self.shared.resync([])  # leave nothing behind on a clean stop
+                self._seq += 1
+                await self.shared.resync([], self._seq)  # leave nothing behind on a clean stop
             except Exception:
                 pass
             await self.shared.close()
@@ -323,7 +337,8 @@ class Presence:
                 known = await self.shared.beat()  # no lock: a heartbeat changes no counts
                 if self.dirty or not known:
                     async with self._order:  # no change slips between the snapshot and the rewrite
-                        await self.shared.resync(self.local.entries())
+                        self._seq += 1
+                        await self.shared.resync(self.local.entries(), self._seq)
                         self.dirty = False
                         self._broken_until = 0.0
                 gone = await self.shared.reap()

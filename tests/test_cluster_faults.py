@@ -520,3 +520,56 @@ async def test_two_workers_on_one_port_serve_websocket_clients_in_order(
     finally:
         await store.aclose()
         server.stop()
+
+
+@postgres_only
+async def test_presence_is_whole_again_after_a_redis_stall_under_churn(
+    own_redis: RedisServer, database_url: str, tmp_path: Path
+) -> None:
+    """Users joining and leaving on both nodes while Redis hangs for 2 s: the presence changes that
+    timed out and reach Redis late count not twice; once everyone is gone, only the watcher is a
+    member. (Presence events the other node published while Redis hung are lost: the member list,
+    not the event stream, is what converges; docs/architecture.md.)"""
+    import random
+
+    async with two_nodes(database_url, tmp_path, own_redis.url, joins_per_10s=PLENTY) as (a, b):
+        admin = await admin_of(a)
+        async with admin:
+            await admin.create_room("r", public=True)
+            tokens = await make_users(admin, ["watcher", *(f"p{i}" for i in range(6))])
+        watcher, _ = await joined(a.url, tokens["watcher"], "r")
+        churners = [await connected(node.url, tokens[f"p{i}"]) for i in range(6) for node in (a, b)]
+        stop = False
+        rng = random.Random(3)
+
+        async def churn(chatter: Chatter) -> None:
+            while not stop:
+                await chatter.call("join", {"room": "r"})
+                await asyncio.sleep(rng.random() * 0.05)
+                await chatter.call("leave", {"room": "r"})
+                await asyncio.sleep(rng.random() * 0.05)
+
+        try:
+            tasks = [asyncio.create_task(churn(c)) for c in churners]
+            await asyncio.sleep(1)
+            own_redis.hang()
+            await asyncio.sleep(2)
+            own_redis.resume()
+            await asyncio.sleep(1)
+            stop = True
+            await asyncio.gather(*tasks)
+            await close_all(churners)
+
+            async def members() -> list[str]:
+                probe, ack = await joined(b.url, tokens["watcher"], "r")
+                await probe.close()
+                return list(ack["members"])
+
+            deadline = time.monotonic() + 8  # a node rewrites its share within a second or two of Redis' return
+            seen = await members()
+            while seen != ["watcher"] and time.monotonic() < deadline:
+                await asyncio.sleep(0.5)
+                seen = await members()
+            assert seen == ["watcher"], f"users still listed after they all left: {seen}"
+        finally:
+            await close_all([watcher, *churners])
