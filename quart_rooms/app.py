@@ -7,6 +7,7 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Coroutine
 from typing import Any
 
 import socketio
@@ -145,18 +146,26 @@ class Realtime:
         self.namespace.accepting = False
         await services.chat.writer.stop(timeout=budget * 0.4)
         await services.tasks.drain(timeout=budget * 0.1)
-        try:
-            await within(budget * 0.1, self.hub.close_all())
-        except TimeoutError:
-            log.warning("closing the sockets took too long")
+        await _bounded("closing the sockets", budget * 0.1, self.hub.close_all())
         if self._poller is not None:
             self._poller.cancel()
             await asyncio.gather(self._poller, return_exceptions=True)
-        await services.changes.stop()
-        await services.feeds.stop()
-        await self.hub.presence.stop()
+        # The rest only lets go of background work and connections: each step gets a bounded
+        # share, so a stalled database or Redis server cannot hold the process past its budget.
+        last = budget * 0.05
+        await _bounded("stopping the change follower", last, services.changes.stop())
+        await _bounded("stopping the room feeds", last, services.feeds.stop())
+        await _bounded("leaving shared presence", last, self.hub.presence.stop())
         if self.broker is not None:
-            await self.broker.stop()
+            await _bounded("closing the broker", last, self.broker.stop())
+
+
+async def _bounded(step: str, seconds: float, work: Coroutine[Any, Any, None]) -> None:
+    """Run one shutdown step for at most `seconds`; a step that overruns is logged and left behind."""
+    try:
+        await within(seconds, work)
+    except TimeoutError:
+        log.warning("shutdown: %s took longer than %.1f s; going on without it", step, seconds)
 
 
 def create_quart(services: Services, realtime: Realtime) -> Quart:
@@ -197,7 +206,7 @@ def create_quart(services: Services, realtime: Realtime) -> Quart:
     async def _close() -> None:
         await realtime.stop()
         services.passwords.close()
-        await services.db.dispose()
+        await _bounded("closing the database connections", services.settings.shutdown_timeout * 0.05, services.db.dispose())
 
     @app.after_request
     async def _count(response: Any) -> Any:

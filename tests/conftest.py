@@ -12,6 +12,7 @@ import asyncio
 import os
 import secrets
 import socket
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -116,7 +117,13 @@ async def running(settings: Settings, *, port: int | None = None) -> AsyncIterat
         yield Server(url=url, services=services, admin_password=ADMIN_PASSWORD, app=app)
     finally:
         stop.set()
-        await asyncio.wait_for(task, 10)
+        try:
+            await asyncio.wait_for(asyncio.shield(task), 10)
+        except TimeoutError:
+            for pending in asyncio.all_tasks():  # where a stop hung, in the test's captured output
+                print(f"still running at the server's stop: {pending!r}", file=sys.stderr)
+                pending.print_stack(file=sys.stderr)
+            raise
 
 
 async def add_admin(server: Server) -> None:
