@@ -17,6 +17,7 @@
 "use strict";
 
 const fs = require("fs");
+const http = require("http");
 const readline = require("readline");
 const { io } = require("socket.io-client");
 
@@ -56,6 +57,45 @@ function nextLine(timeoutMs) {
     const timer = setTimeout(() => { stdinWaiter = null; resolve(null); }, timeoutMs);
     stdinWaiter = (line) => { clearTimeout(timer); resolve(line); };
   });
+}
+
+// One HTTP/1.1 request on a connection of its own (`Connection: close`), as each
+// page, in a browser of its own, makes after a server restart; resolves with what
+// the storm reads of a fetch Response. (Node's fetch shares one keep-alive pool for
+// every page of the process: a request on a connection the server has just closed
+// fails there, where a browser would send it again.)
+function request(url, { method = "GET", headers = {}, body, timeoutMs = 20000 } = {}) {
+  return new Promise((resolve, reject) => {
+    const extra = { connection: "close" };
+    if (body !== undefined) extra["content-length"] = Buffer.byteLength(body);
+    const req = http.request(url, { method, headers: { ...headers, ...extra }, agent: false }, (res) => {
+      const chunks = [];
+      res.on("data", (chunk) => chunks.push(chunk));
+      res.on("error", reject);
+      res.on("end", () => {
+        clearTimeout(timer);
+        const text = Buffer.concat(chunks).toString("utf8");
+        resolve({
+          status: res.statusCode,
+          headers: { get: (name) => res.headers[name.toLowerCase()] ?? null },
+          text: async () => text,
+          json: async () => JSON.parse(text),
+        });
+      });
+    });
+    const timer = setTimeout(() => {
+      const err = new Error(`no answer within ${timeoutMs} ms`);
+      err.name = "TimeoutError";
+      req.destroy(err);
+    }, timeoutMs);
+    req.on("error", (err) => { clearTimeout(timer); reject(err); });
+    if (body !== undefined) req.write(body);
+    req.end();
+  });
+}
+
+function networkError(err) {
+  return `network: ${err.code || (err.cause && err.cause.code) || err.name}`;
 }
 
 function bump(counts, key, by = 1) {
@@ -500,7 +540,7 @@ async function signin() {
           bump(reasons, await errorText(res));
         }
       } catch (err) {
-        bump(reasons, `network: ${(err.cause && err.cause.code) || err.name}`);
+        bump(reasons, networkError(err));
       }
       requestLat.add(now() - t);
       const cls = status === -1 ? "bad_reply" : statusClass(status);
@@ -555,6 +595,7 @@ async function signin() {
 function makeStats() {
   return {
     refresh: {}, // after the restart, by status class
+    page_gets: {}, // GET /api/rooms and /api/rooms/{room}/grants after the restart, by status class
     refresh_initial: {}, // page loads before it
     refresh_reasons: {},
     connect_errors: {}, // refusals by code
@@ -610,7 +651,7 @@ class Page {
   newRoom() {
     return {
       epoch: null, joined: false, joining: false, baseline: null, contig: null,
-      all: new Set(), segSeen: new Set(), segLast: -Infinity, dup: 0, ooo: 0,
+      all: new Set(), segSeen: new Set(), segLast: -Infinity, dup: 0, ooo: 0, joinTries: 0, joinSentAt: null,
     };
   }
 
@@ -640,6 +681,7 @@ class Page {
     });
     socket.on("connect", () => {
       this.refusals = 0;
+      if (this.phase === "storm" && cfg.auth) this.get("/api/rooms"); // chat.js reloadRooms() after a reconnect
       this.joinAll();
     });
     socket.on("disconnect", (reason) => {
@@ -693,6 +735,18 @@ class Page {
     if (this.onBack) this.onBack(this);
   }
 
+  // A GET the page makes beside its joins (not waited for): counted by status.
+  async get(path) {
+    let status = 0;
+    try {
+      const res = await request(`${this.url}${path}`, { headers: { authorization: `Bearer ${this.access}` }, timeoutMs: 120000 });
+      status = res.status;
+    } catch {
+      status = 0;
+    }
+    bump(this.stats.page_gets, statusClass(status));
+  }
+
   // One refresh at a time (chat.js refreshSession): a refresh token works once,
   // and a second refresh with the same one would end the sign-in session.
   refresh() {
@@ -705,11 +759,11 @@ class Page {
     const t = now();
     let status = 0;
     try {
-      const res = await fetch(`${this.url}/api/auth/refresh`, {
+      const res = await request(`${this.url}/api/auth/refresh`, {
         method: "POST",
         headers: { "content-type": "application/json" },
         body: JSON.stringify({ refresh_token: this.refreshToken }),
-        signal: AbortSignal.timeout(20000),
+        timeoutMs: 120000, // chat.js sets none; the bench's bound
       });
       status = res.status;
       if (status === 200) {
@@ -720,7 +774,7 @@ class Page {
         bump(this.stats.refresh_reasons, await errorText(res));
       }
     } catch (err) {
-      bump(this.stats.refresh_reasons, `network: ${(err.cause && err.cause.code) || err.name}`);
+      bump(this.stats.refresh_reasons, networkError(err));
     }
     if (this.phase !== "initial") this.stats.refreshLat.add(now() - t);
     bump(counts, statusClass(status));
@@ -753,6 +807,8 @@ class Page {
     const socket = this.socket;
     if (!socket.connected || st.joining || st.joined || this.failed) return;
     st.joining = true;
+    st.joinTries++;
+    st.joinSentAt = now();
     const payload = { room: name };
     if (this.check && st.contig !== null) {
       payload.since_id = st.contig;
@@ -789,6 +845,7 @@ class Page {
       st.segSeen = new Set();
       st.segLast = payload.since_id !== undefined && !ack.reset ? payload.since_id : -Infinity;
       for (const m of history) this.take(st, m, true);
+      if (this.phase === "storm" && cfg.auth) this.get(`/api/rooms/${encodeURIComponent(name)}/grants`); // chat.js loadGrants()
       if (ack.more) {
         this.stats.more++;
         this.recover(name, st, history.length ? history[history.length - 1].id : payload.since_id, socket);
@@ -819,15 +876,15 @@ class Page {
   async readPage(name, after) {
     for (let tries = 0; tries < 3; tries++) {
       try {
-        const res = await fetch(`${this.url}/api/rooms/${encodeURIComponent(name)}/messages?after_id=${after}&limit=200`, {
+        const res = await request(`${this.url}/api/rooms/${encodeURIComponent(name)}/messages?after_id=${after}&limit=200`, {
           headers: { authorization: `Bearer ${this.access}` },
-          signal: AbortSignal.timeout(20000),
+          timeoutMs: 60000,
         });
         if (res.status === 200) return (await res.json()).messages || [];
         bump(this.stats.join_errors, `page: ${await errorText(res)}`);
         if (res.status === 401) await this.refresh();
       } catch (err) {
-        bump(this.stats.join_errors, `page: network ${(err.cause && err.cause.code) || err.name}`);
+        bump(this.stats.join_errors, `page: ${networkError(err)}`);
       }
       await sleep(500);
     }
@@ -976,17 +1033,23 @@ async function storm() {
   await sleep(cfg.post_s * 1000);
   producing = false;
   clearInterval(producer);
-  const sendUntil = now() + cfg.drain_s * 1000 + 10000;
+  // Not everyone back: the server is overloaded; do not wait as long for the sender.
+  const sendUntil = now() + (notBack.length ? Math.min(30, cfg.send_drain_s) : cfg.send_drain_s) * 1000;
   while (queue.length && now() < sendUntil) {
     pumpSender();
     await sleep(50);
   }
-  const complete = () => !check || everyone.every((p) => p.failed || [...p.rooms].every(([name, st]) => {
+  const drainedAfter = (now() - allBackAt) / 1000;
+  const complete = () => !check || everyone.every((p) => p.failed || !p.back || [...p.rooms].every(([name, st]) => {
     for (const id of truth.get(name)) if (!st.all.has(id)) return false;
     return true;
   }));
-  const settleUntil = now() + cfg.drain_s * 1000;
+  // Acked means stored and queued to every socket of the room on the server; an
+  // overloaded server may still be writing those queues out: wait (bounded).
+  const settleStart = now();
+  const settleUntil = settleStart + cfg.settle_s * 1000;
   while (!complete() && now() < settleUntil) await sleep(100);
+  const settledAfter = (now() - settleStart) / 1000;
   await sleep(300); // late doubles, if any
 
   // Checks.
@@ -1000,13 +1063,18 @@ async function storm() {
     const sorted = [...ids].sort((a, b) => a - b);
     for (let i = 1; i < sorted.length; i++) gaps += sorted[i] - sorted[i - 1] - 1;
   }
+  const lostSample = [];
   if (check) {
     for (const p of everyone) {
-      if (p.failed) continue;
+      if (p.failed || !p.back) continue; // counted as not back; it never asked for what it missed
       let pageLost = 0;
       for (const [name, st] of p.rooms) {
         const want = truth.get(name);
-        for (const id of want) if (!st.all.has(id)) pageLost++;
+        for (const id of want) {
+          if (st.all.has(id)) continue;
+          pageLost++;
+          if (lostSample.length < 20) lostSample.push({ page: p.index, room: name, id, contig: st.contig, back_ms: p.backAt !== null ? Math.round(p.backAt - upAt) : null });
+        }
         for (const id of st.all) if (id > st.baseline && !want.has(id)) extra++;
         doubled += st.dup;
         ooo += st.ooo;
@@ -1024,6 +1092,19 @@ async function storm() {
     if (p.downAt !== null) downtime.add(p.backAt - p.downAt);
     if (p.attemptStart !== null) attempt.add(p.backAt - p.attemptStart);
   }
+  const notBackSample = notBack.slice(0, 10).map((p) => ({
+    page: p.index,
+    failed: p.failed,
+    connected: p.socket.connected,
+    sid: p.socket.id || null,
+    refreshing: p.refreshing !== null,
+    fresh_needed: p.freshNeeded,
+    down_ms: p.downAt !== null ? Math.round(p.downAt - restartAt) : null,
+    rooms: [...p.rooms].slice(0, 3).map(([name, st]) => ({
+      name, joined: st.joined, joining: st.joining, tries: st.joinTries, contig: st.contig,
+      last_join_ms: st.joinSentAt !== null ? Math.round(st.joinSentAt - upAt) : null,
+    })),
+  }));
   const stored = [...truth.values()].reduce((a, s) => a + s.size, 0);
   closeAll(everyone.map((p) => p.socket));
   const { refreshLat, ...counts } = stats;
@@ -1047,6 +1128,10 @@ async function storm() {
     sender: { produced: send.produced, acked: send.acked, resent: send.resent, errors: send.errors,
       unacked_left: queue.length, id_mismatch: send.id_mismatch, rate_per_s: cfg.send_rate },
     messages_stored: stored,
+    sender_drained_s: drainedAfter, // from all back to the sender's last ack
+    settled_s: settledAfter, // after that, until every page held every acked id (or the bound)
+    lost_sample: lostSample,
+    not_back_sample: notBackSample,
     id_gaps_in_acks: gaps,
     lost_total: lost,
     lost_max_per_page: lostMax,

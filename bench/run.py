@@ -160,6 +160,7 @@ class Server:
         self.worker = 0
         self.started_s = 0.0  # seconds from exec to the first ready answer, last start
         self.stopped_s = 0.0  # seconds from SIGTERM to exit, last stop
+        self.killed = False  # the last stop needed SIGKILL
 
     def start(self, timeout: float = 60.0) -> None:
         t0 = time.monotonic()
@@ -208,6 +209,7 @@ class Server:
             return 0.0
         left = descendants(self.proc.pid)
         t0 = time.monotonic()
+        self.killed = False
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -216,6 +218,7 @@ class Server:
                 log(f"{self.name} (pid {self.proc.pid}) did not stop within {timeout} s of SIGTERM; killing it")
                 self.proc.kill()
                 self.proc.wait(timeout=5)
+                self.killed = True
         self.stopped_s = time.monotonic() - t0
         for pid in left:
             end = time.monotonic() + 3
@@ -448,6 +451,7 @@ def run_generator(cfg: dict[str, Any], servers: list[Server], gen_cpu: int, logd
                 tell("stopping")
                 log(f"storm: restarting {servers[0].name} (SIGTERM to pid {servers[0].proc.pid if servers[0].proc else '?'})")
                 run.restart["stop_s"] = servers[0].stop()
+                run.restart["killed"] = float(servers[0].killed)
                 servers[0].start()
                 run.restart["start_s"] = servers[0].started_s
                 log(f"storm: stopped in {run.restart['stop_s']:.2f} s, answering again {servers[0].started_s:.2f} s "
@@ -539,7 +543,9 @@ class Bench:
 
     def detect_loop_flag(self) -> None:
         """`serve --loop X` where the CLI has it; older ones know only `--uvloop` (asyncio by default)."""
-        helptext = subprocess.run([sys.executable, "-m", "quart_rooms.cli", "serve", "--help"],
+        # cwd=BENCH: `python -m` puts the current folder first on sys.path, and from the project's
+        # root that would be the working tree's quart_rooms, not a --commit snapshot's.
+        helptext = subprocess.run([sys.executable, "-m", "quart_rooms.cli", "serve", "--help"], cwd=BENCH,
                                   env=self.qr_env(""), capture_output=True, text=True, timeout=60).stdout
         if "--loop" in helptext:
             self.loop_flag = ["--loop", self.loop]
@@ -612,7 +618,7 @@ class Bench:
         tokens go to self.storm_refresh.
         """
         env = self.qr_env(database_url)
-        subprocess.run([sys.executable, "-m", "quart_rooms.cli", "create-user", ADMIN, "--admin"], env=env,
+        subprocess.run([sys.executable, "-m", "quart_rooms.cli", "create-user", ADMIN, "--admin"], env=env, cwd=BENCH,
                        input=PASSWORD + "\n", text=True, check=True, capture_output=True, timeout=120)
         server = self.quart_rooms(database_url, cpu=f"{self.server_cpu},{self.gen_cpu}", name="quart-rooms-seed")
         server.start()
@@ -729,7 +735,8 @@ class Bench:
         cfg = {"scenario": "storm", "clients": n, "rooms": storm_rooms(plan), "per_room": plan.storm_per_room,
                "send_rate": plan.storm_send_rate, "send_window": plan.storm_send_window,
                "pre_s": plan.storm_pre_s, "post_s": plan.storm_post_s,
-               "back_deadline_s": plan.storm_back_deadline_s, "deadline_s": 400, "duration_s": 15}
+               "back_deadline_s": plan.storm_back_deadline_s, "send_drain_s": 120, "settle_s": 30,
+               "deadline_s": 900, "duration_s": 15}
         self.measure("storm", "reference", self.reference(), cfg, profile="storm.txt")
         self.measure("storm", "quart-rooms", self.quart_rooms(sqlite_url), cfg | {"refresh_tokens": self.storm_refresh},
                      profile="storm.txt")
@@ -998,9 +1005,12 @@ def report(bench: Bench, facts: list[tuple[str, str]], elapsed: float, argv: lis
         rows.append(f"| {name} | all back, from the new server's first answer (s) | "
                     f"{both(lambda r, _: fmt(r['all_back_after_up_s'], 2))} | "
                     f"{ratio(b.get('all_back_after_up_s'), a.get('all_back_after_up_s'))} | |")
+        def down(run: Run) -> str:
+            killed = " (SIGKILL)" if run.restart.get("killed") else ""
+            return f"{fmt(run.restart.get('stop_s'), 2)}{killed} / {fmt(run.restart.get('start_s'), 2)}"
+
         rows.append(f"| {name} | server down: SIGTERM to exit / start to answering (s) | "
-                    f"{both(lambda _, run: fmt(run.restart.get('stop_s'), 2) + ' / ' + fmt(run.restart.get('start_s'), 2))}"
-                    " | | |")
+                    f"{both(lambda _, run: down(run))} | | |")
         rows.append(f"| {name} | per page, back after the first answer p50 / p99 (ms) | "
                     f"{both(lambda r, _: p50_99(r['back_after_up']))} | | |")
         rows.append(f"| {name} | per page, the attempt that worked p50 / p99 (ms) | "
@@ -1012,12 +1022,16 @@ def report(bench: Bench, facts: list[tuple[str, str]], elapsed: float, argv: lis
         rows.append(f"| {name} | refused connects (codes) / pages not back | "
                     f"{both(lambda r, _: str(sum(r['connect_errors'].values())) + ' / ' + str(r['not_back']))} | | "
                     + (f"0: {verdict(refused(b) == 0 and b['not_back'] == 0)}" if b else "") + " |")
-        rows.append(f"| {name} | messages stored / lost / doubled / out of order | "
-                    "n/a (no storage) | "
-                    + (f"{b['messages_stored']} / {b['lost_total']} / {b['doubled_total']} / {b['out_of_order_total']}"
-                       if b else "-")
-                    + " | | " + (f"0: {verdict(b['lost_total'] == 0 and b['doubled_total'] == 0 and b['out_of_order_total'] == 0 and b['extra_total'] == 0)}"
-                                 if b else "") + " |")
+        if b:
+            rows.append(f"| {name} | page GETs after reconnecting (rooms, grants): 2xx / 4xx / 5xx | - | "
+                        f"{counts(b.get('page_gets'), ('2xx', '4xx', '5xx'))} | | |")
+            left = b["sender"]["unacked_left"]
+            clean = (b["lost_total"] == 0 and b["doubled_total"] == 0 and b["out_of_order_total"] == 0
+                     and b["extra_total"] == 0 and left == 0)
+            rows.append(f"| {name} | messages acked / lost / doubled / out of order | n/a (no storage) | "
+                        f"{b['messages_stored']} / {b['lost_total']} / {b['doubled_total']} / {b['out_of_order_total']}"
+                        + (f" (the sender gave up on {left} unacked)" if left else "")
+                        + f" | | 0: {verdict(clean)} |")
         rows.append(f"| {name} | server CPU from the first answer to all back (s) | "
                     f"{both(lambda _, run: fmt(run.server_cpu_s, 2))} | {ratio(qr.server_cpu_s if qr else None, ref.server_cpu_s if ref else None)} | |")
 
@@ -1033,18 +1047,23 @@ def report(bench: Bench, facts: list[tuple[str, str]], elapsed: float, argv: lis
             name = f"two-node fan-out R={receivers}"
             rows.append(f"| {name} | deliveries/s | {fmt(a['deliveries_per_s'])} | {fmt(b['deliveries_per_s'])} | "
                         f"{ratio(b['deliveries_per_s'], a['deliveries_per_s'])} | |")
-            cpu_a = one.server_cpu_s / max(1, a["deliveries"]) * 1e6
-            cpu_b = pair2.server_cpu_s / max(1, b["deliveries"]) * 1e6
+            cpu_a = one.server_cpu_s / a["deliveries"] * 1e6 if a["deliveries"] else None
+            cpu_b = pair2.server_cpu_s / b["deliveries"] * 1e6 if b["deliveries"] else None
+            ok = cpu_a is not None and cpu_b is not None and cpu_b <= 1.25 * cpu_a
             rows.append(f"| {name} | server CPU per delivery, all nodes (us) | {fmt(cpu_a, 1)} | {fmt(cpu_b, 1)} | "
-                        f"{ratio(cpu_b, cpu_a)} | <= 1.25x: {verdict(cpu_b <= 1.25 * cpu_a)} |")
+                        f"{ratio(cpu_b, cpu_a)} | <= 1.25x: {verdict(ok)} |")
             for label, k in (("PostgreSQL backends", "postgres"), ("Redis (whole server)", "redis")):
-                ba = one.backing_cpu_s.get(k, 0.0) / max(1, a["deliveries"]) * 1e6
-                bb = pair2.backing_cpu_s.get(k, 0.0) / max(1, b["deliveries"]) * 1e6
+                ba = one.backing_cpu_s.get(k, 0.0) / a["deliveries"] * 1e6 if a["deliveries"] else None
+                bb = pair2.backing_cpu_s.get(k, 0.0) / b["deliveries"] * 1e6 if b["deliveries"] else None
                 rows.append(f"| {name} | {label} CPU per delivery (us) | {fmt(ba, 2)} | {fmt(bb, 2)} | | |")
             rows.append(f"| {name} | latency p50 / p99 (ms) | {p50_99(a['latency'])} | {p50_99(b['latency'])} | | |")
             rows.append(f"| {name} | lost / out of order | {a['lost_total']} / {a['out_of_order_total']} | "
                         f"{b['lost_total']} / {b['out_of_order_total']} | | 0: "
                         f"{verdict(b['lost_total'] == 0 and b['out_of_order_total'] == 0 and a['lost_total'] == 0 and a['out_of_order_total'] == 0)} |")
+            errs = {**a.get("ack_errors", {}), **{f"two: {k}": v for k, v in b.get("ack_errors", {}).items()}}
+            if errs:
+                rows.append(f"| {name} | refused messages (ack errors) | {sum(a.get('ack_errors', {}).values())} | "
+                            f"{sum(b.get('ack_errors', {}).values())} | | 0: **not met** |")
 
     # Details: what shows who was the bottleneck.
     rows += ["", "Per run: server CPU (all nodes of the run, as a share of one core, over the measured window), "
@@ -1110,18 +1129,22 @@ def report(bench: Bench, facts: list[tuple[str, str]], elapsed: float, argv: lis
         "so quart-rooms is reported alone. argon2 runs in the server's thread pool (one thread per core the "
         "machine has, here both on the server core).",
         f"- reconnect storm: {plan.storm_clients} pages, {plan.storm_per_room} per room, each its own sign-in "
-        "session (quart-rooms) with one websocket, plus a sender page in every room posting "
-        f"{plan.storm_send_rate:g} messages/s round robin (client_id on each, resent after a failure until acked), "
-        f"{plan.storm_pre_s:g} s before the restart, through it, and {plan.storm_post_s:g} s after every page is back. "
-        "The runner stops the server with SIGTERM, waits for it to exit and starts it again on the same port. Every "
-        "page does what the page (chat.js) does: socket.io's reconnection (500 ms doubling to 5 s, +-50 % jitter); "
-        "once the transport opens, a refresh over HTTP, then the connect with the new access token, then a join "
-        "with since_id and epoch (`more`: read the rest over HTTP; `reset`: start over). 'The attempt that worked' "
-        "runs from the start of the reconnection attempt that succeeded to the last join ack. At the end every page "
-        "must hold every acked message id of its rooms exactly once, in order over the socket. The reference "
-        "(no accounts, no storage) reconnects and joins again without a token or since_id; its messages are not "
-        "checked. A refusal with a code other than unauthorized/token_expired (e.g. `unavailable` while the server "
-        "drains) leaves the real page offline; the bench counts it and connects again after 1 s.",
+        "session (quart-rooms) with one websocket, plus a sender in every room posting "
+        f"{plan.storm_send_rate:g} messages/s round robin, at most {plan.storm_send_window} in flight (client_id on "
+        f"each, sent again after a failure until acked), {plan.storm_pre_s:g} s before the restart, through it, and "
+        f"{plan.storm_post_s:g} s after every page is back; the sender retries every 100-200 ms with its still valid "
+        "token, so it is back before the herd. The runner stops the server with SIGTERM, waits for it to exit and "
+        "starts it again on the same port. Every page does what chat.js does: socket.io's reconnection (500 ms "
+        "doubling to 5 s, +-50 % jitter, 10 s connect timeout); once the transport opens, a refresh over HTTP (no "
+        "client timeout; the bench stops at 120 s), then the connect with the new access token, then a join with "
+        "since_id and epoch (`more`: read the rest over HTTP; `reset`: start over; no ack in 10 s: join again 2 s "
+        "later), and beside it GET /api/rooms and GET /api/rooms/{room}/grants; each HTTP request on a connection of "
+        "its own. 'The attempt that worked' runs from the start of the reconnection attempt that succeeded to the "
+        f"last join ack; pages not back within {plan.storm_back_deadline_s:g} s are counted. Every page that is back "
+        "must hold every acked message id of its room exactly once, in order over the socket within each "
+        "connection. The reference (no accounts, no storage) reconnects and joins again without a token or "
+        "since_id; its messages are not checked. A refusal other than unauthorized/token_expired (e.g. "
+        "`unavailable` while the server drains) leaves the real page offline; the bench connects again after 1 s.",
         "- two nodes: both `quart-rooms serve` processes (PostgreSQL + Redis, a Redis channel of the run's own) on "
         "the server core; socket k connects to node k mod 2, so receivers and senders are split evenly; the one-node "
         "row is the same configuration with one process. CPU per delivery adds up both nodes.",
