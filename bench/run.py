@@ -1071,7 +1071,7 @@ def report(bench: Bench, facts: list[tuple[str, str]], elapsed: float, argv: lis
                  "used by other processes of the machine meanwhile (in cores; PostgreSQL backends of the bench "
                  "database and, in two-node runs, Redis are not counted there), connections dropped because an "
                  "accept queue was full (TcpExt ListenOverflows of the whole machine, over the generator's run; "
-                 "Hypercorn listens with a backlog of 100), errors.", "",
+                 "both servers listen with a backlog of 2048), errors.", "",
              "| run | server | server CPU (of it in the kernel) | generator CPU | cores busy | other processes "
              "| listen queue overflows | errors |",
              "|---|---|---:|---:|---|---:|---:|---|"]

@@ -4,16 +4,18 @@
 To a non-admin an unknown room and a room that is not theirs look the same
 (`forbidden`), so room names do not leak; admins are told `no_such_room`
 (contract, "Socket.IO"). Answers are cached in memory; every server process
-drops its caches when it applies an entry of the admin-change log
-(`quart_rooms.changes`), so a cached answer never outlives a change.
+drops what a change makes stale when it applies an entry of the admin-change
+log (`quart_rooms.changes`; `changed()`), so a cached answer does not outlive
+a change there. A process learns of another's change within the log's poll
+interval at worst (at once while the broker works).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -99,6 +101,7 @@ class Access:
         self._ended: LoadOnce[str, bool] = LoadOnce()
         self._rooms: LoadOnce[str, Room | None] = LoadOnce()
         self._grants: LoadOnce[int, dict[int, str]] = LoadOnce()
+        self._all_rooms: LoadOnce[None, Sequence[Room]] = LoadOnce()  # every room, by name
         # Keyed by the whole Principal: a decision made for an admin is not one for the same name demoted.
         self._decisions: dict[tuple[Principal, str], RoomAccess | None] = {}
         # Bumped by every invalidation: work that read access before it must not act on what it read.
@@ -107,13 +110,29 @@ class Access:
         self.on_denied: Callable[[str], None] = lambda reason: None
 
     def invalidate(self) -> None:
-        """Forget every cached answer (after any change to users, rooms, grants or sessions)."""
+        """Forget every cached answer (after a change to users, rooms or grants)."""
         self._principals.clear()
         self._ended.clear()
         self._decisions.clear()
         self._rooms.clear()
         self._grants.clear()
+        self._all_rooms.clear()
         self.generation += 1
+
+    def session_ended(self, session_id: str) -> None:
+        """Forget what is cached of one sign-in session (its end was committed): the rest stays."""
+        self._ended.discard(session_id)
+        self.generation += 1
+
+    def changed(self, kind: str, data: dict[str, Any]) -> None:
+        """Drop what a committed change (changes.py; kinds as `queries.append_change` logs them) makes
+        stale. A new account, or a message deleted, changes no access; a session's end, only that one."""
+        if kind in ("user.create", "message.delete"):
+            return
+        if kind == "session.end":
+            self.session_ended(str(data.get("sid")))
+            return
+        self.invalidate()
 
     async def principal(self, user_id: int) -> Principal:
         """The active account of that id; Unauthorized if it is gone or disabled."""
@@ -146,7 +165,7 @@ class Access:
 
     async def role(self, user: Principal, room: str) -> RoomAccess | None:
         """The user's access to the room, or None (also for an unknown room)."""
-        key = (user, room)
+        key = (user, room.lower())  # room names are case-insensitive (contract, "Names")
         if key in self._decisions:
             return self._decisions[key]
         generation = self.generation
@@ -189,10 +208,15 @@ class Access:
             return await query(session, arg)
 
     async def joinable(self, user: Principal) -> list[RoomAccess]:
-        """Every room the user may join, by name."""
-        async with self._sessions() as session:
-            rows = await queries.rooms_with_grants(session, user.id)
-        return [found for room, granted in rows if (found := _access(user, room, granted))]
+        """Every room the user may join, by name (from memory once read: a page that reconnects
+        asks for it each time, and a room list changes only through the change log)."""
+        rooms = await self._all_rooms.get(None, lambda: self._query(_list_rooms, None))
+        grants = await self._grants.get(user.id, lambda: self._query(queries.grants_of_user, user.id))
+        return [found for room in rooms if (found := _access(user, room, grants.get(room.id)))]
+
+
+async def _list_rooms(session: AsyncSession, _: None) -> Sequence[Room]:
+    return await queries.list_rooms(session)
 
 
 def _access(user: Principal, room: Room, granted: str | None) -> RoomAccess | None:

@@ -142,22 +142,26 @@ class Realtime:
             return
         self._stopped = True
         services = self.services
-        budget = services.settings.shutdown_timeout  # Hypercorn's graceful_timeout takes up to 0.3 of it
+        # Hypercorn's graceful_timeout took up to 0.3 of the budget before this (serve.py); the shares
+        # here add up to 0.65, and closing the database takes the last 0.05.
+        budget = services.settings.shutdown_timeout
         self.namespace.accepting = False
-        await services.chat.writer.stop(timeout=budget * 0.4)
-        await services.tasks.drain(timeout=budget * 0.1)
-        await _bounded("closing the sockets", budget * 0.1, self.hub.close_all())
+        await services.chat.writer.stop(timeout=budget * 0.3)
+        await services.tasks.drain(timeout=budget * 0.05)
+        await _bounded("closing the sockets", budget * 0.2, self.hub.close_all())
         if self._poller is not None:
             self._poller.cancel()
             await asyncio.gather(self._poller, return_exceptions=True)
-        # The rest only lets go of background work and connections: each step gets a bounded
-        # share, so a stalled database or Redis server cannot hold the process past its budget.
-        last = budget * 0.05
-        await _bounded("stopping the change follower", last, services.changes.stop())
-        await _bounded("stopping the room feeds", last, services.feeds.stop())
-        await _bounded("leaving shared presence", last, self.hub.presence.stop())
+        # The rest only lets go of background work and connections, side by side: each step is
+        # bounded, so a stalled database or Redis server cannot hold the process past its budget.
+        steps = {
+            "stopping the change follower": services.changes.stop(),
+            "stopping the room feeds": services.feeds.stop(),
+            "leaving shared presence": self.hub.presence.stop(),
+        }
         if self.broker is not None:
-            await _bounded("closing the broker", last, self.broker.stop())
+            steps["closing the broker"] = self.broker.stop()
+        await asyncio.gather(*(_bounded(step, budget * 0.1, work) for step, work in steps.items()))
 
 
 async def _bounded(step: str, seconds: float, work: Coroutine[Any, Any, None]) -> None:

@@ -107,10 +107,7 @@ class ChangeLog:
         """Stop following."""
         if self._task is not None:
             self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await asyncio.gather(self._task, return_exceptions=True)  # a cancellation of stop() still raises
             self._task = None
 
     def committed(self) -> None:

@@ -13,10 +13,12 @@ from quart_rooms.auth.http import services
 from quart_rooms.errors import NotFound
 from quart_rooms.proxy import in_networks, parse_networks
 from quart_rooms.storage.db import ping
+from quart_rooms.tasks import within
 
 blueprint = Blueprint("health", __name__)
 tag_blueprint(blueprint, ["operations"])
 log = logging.getLogger(__name__)
+PING_TIMEOUT = 5.0  # seconds the database has to answer a readiness probe
 
 
 @blueprint.get("/healthz")
@@ -36,7 +38,7 @@ async def readyz() -> Response:
     svc = services()
     checks: dict[str, str] = {}
     try:
-        await ping(svc.db.engine)
+        await within(PING_TIMEOUT, ping(svc.db.engine))  # a hung database is not ready, not a hung probe
         checks["database"] = "ok"
     except Exception as exc:  # any failure means not ready
         log.warning("readiness: database: %s", exc)

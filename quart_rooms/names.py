@@ -56,13 +56,6 @@ def storable(value: str) -> bool:
     return _UNSTORABLE.search(value) is None
 
 
-def check_text(value: str, field: str) -> str:
-    """The value if it can be stored; BadRequest naming the field otherwise."""
-    if not storable(value):
-        raise BadRequest(f"{field} may not contain NUL or unpaired surrogate characters.")
-    return value
-
-
 def is_id(value: object) -> bool:
     """True for a whole number (not a bool) from 0 to MAX_ID."""
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_ID

@@ -48,6 +48,7 @@ APPLICATION_PATH = "quart_rooms.asgi:app"
 HEADER_BYTES = 16 * 1024  # request line + headers; a JWT and a refresh cookie take about 1 KiB
 H2_FRAME_BYTES = 2**14  # the smallest maximum frame size RFC 9113 section 4.2 allows
 H2_STREAMS = 100  # concurrent HTTP/2 streams per connection
+LISTEN_BACKLOG = 2048  # connections the kernel queues before the app accepts them
 GRACEFUL_TIMEOUT = 5  # seconds in-flight requests get when the server stops
 
 
@@ -68,6 +69,10 @@ def hypercorn_config(settings: Settings, *, host: str, port: int, workers: int =
     config = Config()
     config.bind = [bind_address(host, port)]
     config.workers = workers
+    # Hypercorn listens with a backlog of 100: after a restart every page comes back at once and
+    # the kernel would drop the rest (clients retry SYNs after 1, 3, 7 s). The kernel caps it at
+    # net.core.somaxconn.
+    config.backlog = LISTEN_BACKLOG
     config.application_path = APPLICATION_PATH
     config.read_timeout = settings.read_timeout
     config.websocket_max_message_size = settings.max_socket_packet_bytes

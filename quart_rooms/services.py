@@ -115,8 +115,8 @@ def _no_delivery(event: str, room: str, data: dict[str, object]) -> None:
 
 
 def _invalidate(access: Access) -> Callable[[Any], Awaitable[None]]:
-    async def listener(_change: Any) -> None:
-        access.invalidate()
+    async def listener(change: Any) -> None:
+        access.changed(change.kind, change.data)
 
     return listener
 

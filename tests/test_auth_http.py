@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import both_backends
+from tests.conftest import add_admin, both_backends, make_settings, running
 from tests.helpers import Api, Server
 
 
@@ -176,3 +179,51 @@ async def test_huge_ids_are_bad_requests(admin_api: Api) -> None:
     await admin_api.create_room("r1", public=True)
     reply = await admin_api.get("/api/rooms/r1/messages", params={"before_id": 10**20})
     assert reply.status_code == 400 and reply.json()["error"]["code"] == "bad_request"
+
+
+async def test_a_busy_server_counts_no_failed_sign_ins(database_url: str, tmp_path: Path) -> None:
+    """Correct sign-ins refused because the server is busy checking passwords (429 under
+    max_pending_sign_ins) are not failed sign-ins: afterwards the account and the address still sign in."""
+    settings = make_settings(
+        database_url, tmp_path / "busy",
+        max_pending_sign_ins=1, login_failures_per_account=2, login_failures_per_address=2,
+    )
+    async with running(settings) as server:
+        await add_admin(server)
+        async with Api(server) as api:
+            body = {"username": "admin", "password": server.admin_password}
+            replies = await asyncio.gather(*(api.http.post("/api/auth/login", json=body) for _ in range(12)))
+            busy = [r for r in replies if r.status_code == 429]
+            assert busy, "the burst never found the server busy; the test checks nothing"
+            assert {r.status_code for r in replies} <= {200, 429}
+            assert all("busy" in r.json()["error"]["message"] for r in busy), [r.json() for r in busy]
+            await api.login("admin", server.admin_password)  # not locked out by its own burst
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_writes_while_another_process_holds_the_database_get_503(
+    database_url: str, admin_api: Api, api: Api, server: Server
+) -> None:
+    """A write that waits past SQLite's busy timeout (another process holds the write lock) is 503
+    `unavailable` with Retry-After, never a 500; once the lock is gone the same requests work."""
+    tokens = await api.login("admin", server.admin_password)
+    holder = sqlite3.connect(database_url.split(":///", 1)[1], isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        # One after another: the process's writes wait their turn, each up to the busy timeout (5 s).
+        replies = await asyncio.gather(
+            api.http.post("/api/auth/login", json={"username": "admin", "password": server.admin_password}, timeout=30),
+            api.http.post("/api/auth/refresh", json={"refresh_token": tokens["refresh_token"]}, timeout=30),
+            admin_api.post("/api/admin/users", json={"username": "later", "password": "password-123"}, timeout=30),
+        )
+        for reply in replies:
+            assert reply.status_code == 503, reply.text
+            assert reply.json()["error"]["code"] == "unavailable"
+            assert int(reply.headers["Retry-After"]) >= 1
+    finally:
+        holder.rollback()
+        holder.close()
+    await api.login("admin", server.admin_password)
+    assert (await api.http.post("/api/auth/refresh", json={"refresh_token": tokens["refresh_token"]})).status_code == 200
+    created = await admin_api.post("/api/admin/users", json={"username": "later", "password": "password-123"})
+    assert created.status_code == 201, created.text

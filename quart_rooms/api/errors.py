@@ -10,11 +10,12 @@ import json
 import logging
 from typing import Any
 
-from quart import Quart, Request, Response, jsonify
+from quart import Quart, Request, Response, jsonify, request
 from quart_schema import RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
 
 from quart_rooms.errors import AppError, BadRequest, PayloadTooLarge
+from quart_rooms.storage.db import busy
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,10 @@ def register(app: Quart) -> None:
 
     @app.errorhandler(Exception)
     async def _unexpected(error: Exception) -> Response:
+        overloaded = busy(error)
+        if overloaded is not None:
+            log.warning("storage is busy: %s %s answered 503", request.method, request.path)
+            return error_response(overloaded)
         log.exception("unhandled error")
         response = jsonify({"error": {"code": "internal_error", "message": "Something went wrong on the server."}})
         response.status_code = 500

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 
@@ -60,14 +61,24 @@ class Passwords:
         self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="argon2")
         self._pending = 0
 
-    async def _run(self, func: object, *args: object) -> object:
+    async def _run(self, func: Callable[..., object], *args: object) -> object:
         if self._pending >= self.max_pending:
             raise RateLimited("The server is busy checking passwords; try again in a moment.", retry_after=1)
+        loop = asyncio.get_running_loop()
         self._pending += 1
+        job = self._pool.submit(func, *args)
+        # Counted until the thread is done with it, even when the caller (its client gone) stops waiting.
+        job.add_done_callback(lambda _: self._release(loop))
+        return await asyncio.wrap_future(job)
+
+    def _release(self, loop: asyncio.AbstractEventLoop) -> None:
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, func, *args)  # type: ignore[arg-type]
-        finally:
-            self._pending -= 1
+            loop.call_soon_threadsafe(self._done_one)
+        except RuntimeError:  # the loop is closed: nobody counts any more
+            pass
+
+    def _done_one(self) -> None:
+        self._pending -= 1
 
     async def hash(self, password: str) -> str:
         """The argon2id hash of a password; RateLimited when too many checks wait."""

@@ -77,11 +77,7 @@ async def login(data: Login) -> Response:
         raise
     # Hashing happens before the write transaction, which stays short.
     rehashed = await svc.passwords.hash(data.password) if needs_rehash(user.password_hash) else None
-    async with svc.db.writes() as session:
-        if rehashed is not None:
-            await queries.set_password_hash(session, user.id, rehashed)
-        pair = await svc.tokens.issue_pair(session, user)
-        await session.commit()
+    pair = await svc.tokens.sign_in(user, rehashed)
     svc.metrics.sign_ins.labels("success").inc()
     log.info("sign-in: user=%s address=%s", user.username, address)
     return _token_reply(pair)

@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from quart_rooms.errors import RateLimited
+from quart_rooms.errors import InvalidCredentials, RateLimited
 from quart_rooms.ratelimit import LimitStore, Window
 from quart_rooms.tasks import within
 
@@ -36,9 +36,15 @@ MAX_WAIT = 10.0  # seconds an attempt waits for the account's other checks befor
 
 @dataclass
 class Attempt:
-    """One sign-in attempt under way; set `succeeded` once the password matched."""
+    """One sign-in attempt under way; set `succeeded` once the password matched.
+
+    An attempt that raised InvalidCredentials counts as a failure; one that
+    ended otherwise (the server busy, storage away, the client gone) counts as
+    neither, so a busy server never locks anyone out.
+    """
 
     succeeded: bool = False
+    failed: bool = False
 
 
 class LoginThrottle:
@@ -88,6 +94,9 @@ class LoginThrottle:
         self._checking_address[address] += 1
         try:
             yield attempt
+        except InvalidCredentials:
+            attempt.failed = True
+            raise
         finally:
             for counter, key in ((self._checking_account, account), (self._checking_address, address)):
                 counter[key] -= 1
@@ -95,7 +104,7 @@ class LoginThrottle:
                     del counter[key]
             if attempt.succeeded:
                 await self._account.clear(account)
-            else:
+            elif attempt.failed:
                 await self._account.hit(account)
                 await self._address.hit(address)
             async with self._condition():

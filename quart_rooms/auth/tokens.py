@@ -14,8 +14,8 @@ import jwt
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from quart_rooms.changes import ChangeLog, commit_change
-from quart_rooms.errors import TokenExpired, Unauthorized
-from quart_rooms.names import MAX_ID
+from quart_rooms.errors import InvalidCredentials, TokenExpired, Unauthorized
+from quart_rooms.names import is_id
 from quart_rooms.settings import Settings, jwt_secret
 from quart_rooms.storage import queries
 from quart_rooms.storage.db import Database
@@ -72,10 +72,6 @@ def _hash(raw: str) -> str:
     return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def _whole(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_ID
-
-
 class Tokens:
     """Issues and verifies access tokens, rotates refresh tokens, ends sign-in sessions; keys are loaded once."""
 
@@ -128,7 +124,7 @@ class Tokens:
         except jwt.PyJWTError as exc:
             raise Unauthorized("The token is not valid.") from exc
         uid, ver, sid = claims["uid"], claims["ver"], claims["sid"]
-        if not (isinstance(claims["sub"], str) and _whole(uid) and _whole(ver) and isinstance(sid, str)):
+        if not (isinstance(claims["sub"], str) and is_id(uid) and is_id(ver) and isinstance(sid, str)):
             raise Unauthorized("The token is not valid.")
         return Claims(sub=claims["sub"], uid=uid, ver=ver, sid=sid, exp=int(claims["exp"]), jti=str(claims["jti"]))
 
@@ -146,6 +142,25 @@ class Tokens:
         )
         access, ttl = self.issue_access(user, family)
         return TokenPair(access, ttl, raw)
+
+    async def sign_in(self, checked: User, rehashed: str | None = None) -> TokenPair:
+        """The first token pair of a new sign-in session, for an account whose password was just checked.
+
+        The account is read again inside the write transaction: InvalidCredentials
+        when it was deleted, disabled or given a new password since the check
+        (contract 1.1, "Tokens outlive neither the account nor its password").
+        `rehashed` replaces the stored hash (argon2 parameters that changed).
+        """
+        assert self._db is not None
+        async with self._db.writes() as session:
+            user = await queries.get_user_by_id(session, checked.id)
+            if user is None or user.disabled or user.token_version != checked.token_version:
+                raise InvalidCredentials()
+            if rehashed is not None:
+                await queries.set_password_hash(session, user.id, rehashed)
+            pair = await self.issue_pair(session, user)
+            await session.commit()
+            return pair
 
     async def rotate(self, raw: str) -> TokenPair:
         """Exchange a refresh token for a new pair; reuse of a spent one ends its sign-in session."""

@@ -49,7 +49,6 @@ class RoomFeed:
     recent: deque[StoredMessage] = field(default_factory=deque)  # the latest delivered, ids consecutive
     held: dict[int, StoredMessage] = field(default_factory=dict)  # arrived before their turn
     doomed: set[int] = field(default_factory=set)  # deleted before they were delivered
-    deletions: int = 0  # deletions applied so far (grows only)
     users: int = 0  # joins holding the feed open
     ready: asyncio.Future[None] | None = None
     gap_timer: asyncio.TimerHandle | None = None
@@ -219,7 +218,6 @@ class Feeds:
             if message.id == message_id:
                 feed.recent[index] = message.tombstone()
                 break
-        feed.deletions += 1
         self.deliver("message_deleted", feed.room, {"room": feed.room, "id": message_id})
 
     def drop(self, room_id: int) -> None:
@@ -233,10 +231,6 @@ class Feeds:
         for room_id, feed in list(self._feeds.items()):
             if feed.users <= 0 and feed.ready is not None and feed.ready.done() and not in_use(feed.room):
                 self.drop(room_id)
-
-    def rooms(self) -> list[RoomFeed]:
-        """Every feed."""
-        return list(self._feeds.values())
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)

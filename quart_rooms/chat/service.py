@@ -9,7 +9,7 @@ from quart_rooms.access import Access, Principal, RoomAccess, may_delete_message
 from quart_rooms.changes import ChangeLog, commit_change
 from quart_rooms.chat.feed import Feeds, RoomFeed
 from quart_rooms.chat.writer import Writer
-from quart_rooms.errors import BadRequest, Forbidden, NotFound, RateLimited, TooLarge
+from quart_rooms.errors import BadRequest, Forbidden, NotFound, RateLimited, TooLarge, Unavailable
 from quart_rooms.names import storable
 from quart_rooms.ratelimit import Window
 from quart_rooms.storage import queries
@@ -19,6 +19,7 @@ from quart_rooms.tasks import OwnedTasks
 
 HISTORY_ON_JOIN = 50
 MAX_CLIENT_ID_CHARS = 64
+DECIDE_ATTEMPTS = 3  # access decisions a post makes again when access keeps changing under it
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,12 +133,18 @@ class Chat:
         """Check access and the rate limit and queue the message; the future resolves once it is
         stored and delivered. Queue order is the order of the calls' ends (contract 1.1, one socket's
         messages get ids in the order it sent them, when the caller serializes its calls)."""
+        generation = self.access.generation
         found = await self.access.require(user, room, "write")
         wait = await self._rate.hit(user.username.lower())
         if wait:
             raise RateLimited(f"Too many messages; wait {wait:.1f} s.", retry_after=wait)
-        item = NewMessage(found.room_id, found.room, user.username, msg, client_id, author_id=user.id)
-        return self.writer.submit(item, found.epoch)
+        for _ in range(DECIDE_ATTEMPTS):
+            if generation == self.access.generation:  # nothing suspends from here to the queue
+                item = NewMessage(found.room_id, found.room, user.username, msg, client_id, author_id=user.id)
+                return self.writer.submit(item, found.epoch)
+            generation = self.access.generation  # access changed meanwhile (a revoke): decide again
+            found = await self.access.require(user, room, "write")
+        raise Unavailable("Access to the room changed meanwhile; send the message again.")
 
     async def delete(self, user: Principal, room: str, message_id: int) -> None:
         """Make a message a tombstone (its author, a moderator of the room, or an admin; contract 1.1).

@@ -79,11 +79,10 @@ class Writer:
         deadline = asyncio.get_running_loop().time() + timeout
         while (not self._queue.empty() or self._writing is not None) and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.01)
+        if self._writing is not None:
+            log.warning("the writer's last batch was not stored within %.1f s; its messages may be stored but were not acked", timeout)
         self._task.cancel()
-        try:
-            await self._task
-        except asyncio.CancelledError:
-            pass
+        await asyncio.gather(self._task, return_exceptions=True)  # a cancellation of stop() itself still raises
         self._task = None
         while not self._queue.empty():  # only when storage hung past the timeout
             pending = self._queue.get_nowait()

@@ -11,7 +11,7 @@ import socketio
 
 from quart_rooms.presence import Presence
 from quart_rooms.realtime.fanout import deliver, send
-from quart_rooms.realtime.server import close_transport, internal_room
+from quart_rooms.realtime.server import end_transport, internal_room
 from quart_rooms.realtime.sessions import Socket, Sockets
 
 log = logging.getLogger(__name__)
@@ -104,5 +104,8 @@ class Hub:
         """Close every socket's transport at once (at shutdown), with no Socket.IO DISCONNECT packet
         (which tells clients not to come back): official clients see the transport close and
         reconnect by themselves, to another node if there is one (contract 1.1, "Shutdown")."""
-        for socket in list(self.sio.eio.sockets.values()):
-            await close_transport(socket)
+        sockets = list(self.sio.eio.sockets.values())
+        for socket in sockets:  # every transport first: clients go elsewhere without waiting for the rest
+            end_transport(socket)
+        for socket in sockets:  # then the disconnect handlers (presence), one at a time
+            await socket.close(wait=False, abort=True)

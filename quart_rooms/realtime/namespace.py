@@ -38,6 +38,7 @@ from quart_rooms.names import MAX_ID, check_room_name, is_id, storable
 from quart_rooms.realtime.hub import Hub
 from quart_rooms.realtime.sessions import Socket
 from quart_rooms.settings import Settings
+from quart_rooms.storage.db import busy
 from quart_rooms.storage.models import isoformat
 from quart_rooms.storage.queries import StoredMessage
 
@@ -129,8 +130,12 @@ class ChatNamespace(socketio.AsyncNamespace):
         except AppError as error:
             self.metrics.event_errors.labels(event, error.code).inc()
             return error.ack()
-        except Exception:
-            return _internal_error(event)
+        except Exception as error:
+            overloaded = busy(error)
+            if overloaded is None:
+                return _internal_error(event)
+            self.metrics.event_errors.labels(event, overloaded.code).inc()
+            return overloaded.ack()
         finally:
             self.metrics.event_seconds.labels(event).observe(time.perf_counter() - started)
 
@@ -159,11 +164,13 @@ class ChatNamespace(socketio.AsyncNamespace):
             if not self.accepting:
                 raise Unavailable("The server is shutting down; connect again shortly.")
             claims = self.tokens.verify(_token_from(environ, auth))
-            while True:  # an admin change during the check (disabling the account): check again
+            for _ in range(JOIN_ATTEMPTS):  # an admin change during the check (disabling the account): again
                 generation = self.access.generation
                 user = await self.access.authenticate(claims.uid, claims.ver, claims.sid)
                 if generation == self.access.generation:
                     break
+            else:
+                raise Unavailable("Accounts changed during the connect; connect again.")
             limit = self.settings.max_sockets_per_user
             if self.sockets.count(user.id) >= limit:
                 raise _TooManySockets(f"At most {limit} connections per user.")
@@ -234,23 +241,27 @@ class ChatNamespace(socketio.AsyncNamespace):
             generation = self.access.generation
             user = await self._principal(socket)
             found, feed = await self.chat.open_room(user, room)
+            again = socket.room(found.room) is not None  # joining a room it is in: history only
+            entered = False  # in presence, not yet in the room: undone unless the join completes
             try:
-                again = socket.room(found.room) is not None  # joining a room it is in: history only
-                first = not again and await self.hub.presence.enter(found.room, user.username, socket.sid)
+                if not again:
+                    entered = True
+                    first = await self.hub.presence.enter(found.room, user.username, socket.sid)
                 members = await self.hub.presence.members(found.room)
                 history = await self.chat.history(feed, since_id=since_id, epoch=epoch)
-                # From here to the return nothing suspends: every message is either in
+                # From here to hub.enter nothing suspends: every message is either in
                 # `history` or delivered live to the socket, once (see chat.feed).
-                if socket.closed or self.access.generation != generation:
-                    if not again:  # leave no trace, then give up (closed) or decide again (an admin change)
-                        await self.hub.presence.leave(found.room, user.username, socket.sid)
-                    if socket.closed:
-                        raise Unauthorized("The connection closed.")
-                    continue
+                if socket.closed:
+                    raise Unauthorized("The connection closed.")
+                if self.access.generation != generation:
+                    continue  # an admin change meanwhile: decide again (finally leaves presence)
                 self.hub.enter(socket, found.room)
+                entered = False
             finally:
                 self.chat.feeds.release(feed)
-            if first:
+                if entered:  # leave no trace of a join that failed, was cancelled or decides again
+                    await self._leave_presence(found.room, user.username, socket.sid)
+            if not again and first:
                 self.hub.announce(found.room, user.username, "joined")
             self.metrics.joins.inc()
             ack: Ack = {
@@ -267,6 +278,12 @@ class ChatNamespace(socketio.AsyncNamespace):
                 ack["reset"] = True
             return ack
         raise Unavailable("Access to the room changed during the join; try again.")
+
+    async def _leave_presence(self, room: str, username: str, sid: str) -> None:
+        try:
+            await self.hub.presence.leave(room, username, sid)
+        except Exception:
+            log.exception("undoing the presence of a join that did not complete failed (room %s)", room)
 
     async def _leave(self, socket: Socket, payload: dict[str, Any]) -> Ack:
         """Leave a room the socket is in."""

@@ -51,14 +51,20 @@ class ChatServer(socketio.AsyncServer):  # type: ignore[misc]
     Overrides two of python-socketio's internal handlers (tests/test_reach_ins.py).
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._closing: set[asyncio.Task[None]] = set()  # closes under way, kept until done
+
     async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> Any:
-        loop = asyncio.get_running_loop()
-        loop.call_later(CONNECT_TIMEOUT, lambda: loop.create_task(self._close_if_unconnected(eio_sid)))
+        asyncio.get_running_loop().call_later(CONNECT_TIMEOUT, self._close_if_unconnected, eio_sid)
         return await super()._handle_eio_connect(eio_sid, environ)
 
-    async def _close_if_unconnected(self, eio_sid: str) -> None:
+    def _close_if_unconnected(self, eio_sid: str) -> None:
         if eio_sid in self.eio.sockets and self.manager.sid_from_eio_sid(eio_sid, "/") is None:
-            await self._close(eio_sid, "no Socket.IO connect within %.0f s" % CONNECT_TIMEOUT)
+            why = "no Socket.IO connect within %.0f s" % CONNECT_TIMEOUT
+            task = asyncio.get_running_loop().create_task(self._close(eio_sid, why))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
         if not isinstance(data, str) or data[:1] in (str(sio_packet.BINARY_EVENT), str(sio_packet.BINARY_ACK)):
@@ -79,11 +85,17 @@ class ChatServer(socketio.AsyncServer):  # type: ignore[misc]
             await close_transport(socket)
 
 
-async def close_transport(socket: Any) -> None:
+def end_transport(socket: Any) -> None:
     """Close an Engine.IO socket's transport at once, with no Socket.IO DISCONNECT packet (which tells
-    official clients not to come back): they see the transport close and reconnect by themselves."""
-    await socket.close(wait=False, abort=True)
+    official clients not to come back): they see the transport close and reconnect by themselves.
+    The socket's disconnect handler has not run yet: `close_transport` runs it."""
     socket.queue.put_nowait(None)  # ends the socket's writer, which closes the websocket or poll
+
+
+async def close_transport(socket: Any) -> None:
+    """`end_transport`, then the socket's disconnect handler (leaving its rooms)."""
+    end_transport(socket)
+    await socket.close(wait=False, abort=True)
 
 
 def create_server(settings: Settings) -> socketio.AsyncServer:

@@ -9,7 +9,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event, text
+from sqlalchemy import event, exc, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -18,7 +18,10 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from quart_rooms.errors import Unavailable
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+BUSY_RETRY_AFTER = 5.0  # seconds a client is told to wait when storage is overloaded
 SQLITE_BUSY_MS = 5000  # how long a SQLite writer waits for another process's write lock
 
 
@@ -45,7 +48,7 @@ def _sqlite_engine(url: str, *, synchronous: str, writer: bool) -> AsyncEngine:
     # BEGIN: writes wait their turn (in the pool, or on busy_timeout for another
     # process) instead of failing with "database is locked" when a read
     # transaction tries to upgrade.
-    options: dict[str, Any] = {"pool_size": 1, "max_overflow": 0, "pool_timeout": 60} if writer else {}
+    options: dict[str, Any] = {"pool_size": 1, "max_overflow": 0, "pool_timeout": 30} if writer else {}
     engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_MS / 1000}, **options)
     event.listen(engine.sync_engine, "connect", partial(_sqlite_connect, synchronous))
     event.listen(engine.sync_engine, "begin", partial(_sqlite_begin, "BEGIN IMMEDIATE" if writer else "BEGIN"))
@@ -65,16 +68,22 @@ class Database:
     reads: async_sessionmaker[AsyncSession]
     writes: async_sessionmaker[AsyncSession]
 
-    @property
-    def is_sqlite(self) -> bool:
-        """True for SQLite, False for PostgreSQL."""
-        return self.engine.dialect.name == "sqlite"
-
     async def dispose(self) -> None:
         """Close every connection."""
         await self.engine.dispose()
         if self.write_engine is not self.engine:
             await self.write_engine.dispose()
+
+
+def busy(error: BaseException) -> Unavailable | None:
+    """The `unavailable` error (503, retry in a few seconds) for storage that is overloaded rather than
+    broken: no connection came free within the pool's timeout, or SQLite's busy timeout ran out
+    ("database is locked"). None for any other error."""
+    if isinstance(error, exc.TimeoutError) or (
+        isinstance(error, exc.OperationalError) and "database is locked" in str(error.orig)
+    ):
+        return Unavailable("The server is busy; try again in a few seconds.", retry_after=BUSY_RETRY_AFTER)
+    return None
 
 
 def open_database(url: str, *, sqlite_synchronous: str = "FULL") -> Database:

@@ -110,20 +110,6 @@ async def list_grants(session: AsyncSession, room_id: int) -> Sequence[tuple[str
     return [(name, role) for name, role in rows.all()]
 
 
-async def allowed_in_private_room(session: AsyncSession, room_id: int) -> Sequence[str]:
-    """Usernames that may be in a room when it is private: its grantees and every admin."""
-    granted = select(User.username).join(Grant, Grant.user_id == User.id).where(Grant.room_id == room_id)
-    admins = select(User.username).where(User.is_admin.is_(True))
-    return (await session.execute(granted.union(admins))).scalars().all()
-
-
-async def rooms_open_to(session: AsyncSession, user_id: int) -> Sequence[str]:
-    """Names of the rooms a non-admin may be in: public ones and those with a grant."""
-    granted = select(Room.name).join(Grant, Grant.room_id == Room.id).where(Grant.user_id == user_id)
-    public = select(Room.name).where(Room.public.is_(True))
-    return (await session.execute(granted.union(public))).scalars().all()
-
-
 async def grants_in_room(session: AsyncSession, room_id: int, user_ids: Sequence[int]) -> dict[int, str]:
     """{user id: role} of the given users' grants in one room."""
     rows = await session.execute(
