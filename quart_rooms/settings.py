@@ -58,6 +58,7 @@ class Settings:
     login_failures_per_address: int
     login_failure_window: int
     max_pending_sign_ins: int
+    max_pending_refreshes: int
     sqlite_synchronous: str
     shutdown_timeout: int
     host: str
@@ -199,7 +200,7 @@ def _check(values: Mapping[str, Any]) -> None:
         "access_token_ttl", "refresh_token_ttl", "max_message_chars", "messages_per_10s",
         "max_sockets_per_user", "max_body_bytes", "max_socket_packet_bytes",
         "login_failures_per_account", "login_failures_per_address", "login_failure_window",
-        "max_recovery", "max_pending_sign_ins", "shutdown_timeout", "joins_per_10s",
+        "max_recovery", "max_pending_sign_ins", "max_pending_refreshes", "shutdown_timeout", "joins_per_10s",
         "read_timeout", "body_timeout",
     )
     for key in positive:

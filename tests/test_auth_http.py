@@ -227,3 +227,28 @@ async def test_writes_while_another_process_holds_the_database_get_503(
     assert (await api.http.post("/api/auth/refresh", json={"refresh_token": tokens["refresh_token"]})).status_code == 200
     created = await admin_api.post("/api/admin/users", json={"username": "later", "password": "password-123"})
     assert created.status_code == 201, created.text
+
+
+@both_backends
+async def test_refreshes_beyond_max_pending_get_429_and_keep_their_token(database_url: str, tmp_path: Path) -> None:
+    """A herd of refreshes (every page after a restart) beyond max_pending_refreshes: 429 with
+    Retry-After, never 5xx; a refresh token refused that way is not spent and works afterwards."""
+    settings = make_settings(database_url, tmp_path / "herd", max_pending_refreshes=1)
+    async with running(settings) as server:
+        await add_admin(server)
+        async with Api(server) as api:
+            sessions = [await api.login("admin", server.admin_password) for _ in range(12)]
+            api.http.cookies.clear()  # each refresh names its own token
+            replies = await asyncio.gather(*(
+                api.http.post("/api/auth/refresh", json={"refresh_token": s["refresh_token"]}) for s in sessions
+            ))
+            busy = [s for s, r in zip(sessions, replies, strict=True) if r.status_code == 429]
+            assert busy, "no refresh found the server busy; the test checks nothing"
+            assert {r.status_code for r in replies} <= {200, 429}, [r.text for r in replies]
+            for reply in replies:
+                if reply.status_code == 429:
+                    assert reply.json()["error"]["code"] == "rate_limited"
+                    assert int(reply.headers["Retry-After"]) >= 1
+            for session in busy:
+                again = await api.http.post("/api/auth/refresh", json={"refresh_token": session["refresh_token"]})
+                assert again.status_code == 200, again.text

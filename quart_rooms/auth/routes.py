@@ -113,7 +113,7 @@ async def _optional_body() -> Refresh | None:
 @blueprint.post("/refresh")
 @public
 @document_request(Refresh)
-@errors(400, 401, 413)
+@errors(400, 401, 413, 429)
 @document_response(TokenReply, 200, SetsRefreshCookie)
 async def refresh() -> Response:
     """Exchange a refresh token (body or cookie) for a new pair; the old one stops working."""

@@ -14,7 +14,7 @@ import jwt
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from quart_rooms.changes import ChangeLog, commit_change
-from quart_rooms.errors import InvalidCredentials, TokenExpired, Unauthorized
+from quart_rooms.errors import InvalidCredentials, RateLimited, TokenExpired, Unauthorized
 from quart_rooms.names import is_id
 from quart_rooms.settings import Settings, jwt_secret
 from quart_rooms.storage import queries
@@ -22,6 +22,7 @@ from quart_rooms.storage.db import Database
 from quart_rooms.storage.models import RefreshToken, User, utcnow
 
 MAX_TOKEN_CHARS = 4096
+REFRESH_RETRY_AFTER = 2.0  # seconds a refresh refused as busy is told to wait
 REQUIRED_CLAIMS = ["sub", "iat", "nbf", "exp", "iss", "aud", "jti", "uid", "ver", "sid"]
 
 
@@ -79,6 +80,7 @@ class Tokens:
         self.settings = settings
         self._db = db
         self._changes = changes
+        self._rotating = 0  # refreshes under way in this process (max_pending_refreshes)
         self.algorithm = settings.jwt_algorithm
         if self.algorithm.startswith("HS"):
             self._signing_key: str | bytes = jwt_secret(settings)
@@ -163,7 +165,22 @@ class Tokens:
             return pair
 
     async def rotate(self, raw: str) -> TokenPair:
-        """Exchange a refresh token for a new pair; reuse of a spent one ends its sign-in session."""
+        """Exchange a refresh token for a new pair; reuse of a spent one ends its sign-in session.
+
+        Raises Unauthorized (unknown, revoked or reused token; inactive account),
+        TokenExpired, or RateLimited (retry_after in seconds) when
+        `max_pending_refreshes` refreshes already wait for storage in this process.
+        """
+        if self._rotating >= self.settings.max_pending_refreshes:
+            raise RateLimited("The server is busy renewing sessions; keep your token and try again shortly.",
+                              retry_after=REFRESH_RETRY_AFTER)
+        self._rotating += 1
+        try:
+            return await self._rotate(raw)
+        finally:
+            self._rotating -= 1
+
+    async def _rotate(self, raw: str) -> TokenPair:
         assert self._db is not None
         async with self._db.writes() as session:
             row = await queries.get_refresh_token(session, _hash(raw))

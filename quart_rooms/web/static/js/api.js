@@ -115,8 +115,9 @@ async function errorOf(response) {
 
 /**
  * Exchange the refresh cookie for a new access token. Resolves true when it
- * worked, false when the server refused (signed out); throws ApiError
- * "network" when the server cannot be reached. One refresh at a time, also
+ * worked, false when the server refused (signed out); throws ApiError when
+ * the server is busy (429) or failing (5xx), or "network" when it cannot be
+ * reached. One refresh at a time, also
  * across tabs (Web Locks), because reusing a spent refresh token revokes it.
  */
 export function refreshSession() {
@@ -127,7 +128,8 @@ export function refreshSession() {
         setToken(await response.json());
         return true;
       }
-      if (response.status >= 500) throw await errorOf(response);
+      // Busy (429) or failing (5xx): the session is not over; keep the token and try again later.
+      if (response.status === 429 || response.status >= 500) throw await errorOf(response);
       forgetToken();
       return false;
     };

@@ -142,8 +142,10 @@ async function boot() {
   let signedIn = false;
   try {
     signedIn = await refreshSession(); // the HttpOnly refresh cookie keeps us signed in across reloads
-  } catch {
-    showSignIn("Cannot reach the server. Reload the page to try again.");
+  } catch (error) {
+    showSignIn(error && error.code === "rate_limited"
+      ? "The server is busy. Reload the page in a moment."
+      : "Cannot reach the server. Reload the page to try again.");
     return;
   }
   if (signedIn) await startSession();
