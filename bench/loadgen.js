@@ -655,6 +655,14 @@ class Page {
     };
   }
 
+  // main.js boot(): a page load renews its token before the socket exists, then starts it.
+  async load() {
+    if (cfg.auth && this.freshNeeded) {
+      if ((await this.refresh()) === 200) this.freshNeeded = false;
+    }
+    return this.start();
+  }
+
   start() {
     const opts = {
       transports: ["websocket"],
@@ -754,7 +762,17 @@ class Page {
     return this.refreshing;
   }
 
+  // At the first load a busy server (429) shows "reload in a moment": the user reloads
+  // after Retry-After. After a drop, chat.js keeps its token instead (tokenForConnect).
   async refreshOnce() {
+    for (;;) {
+      const status = await this.refreshAttempt();
+      if (status !== 429 || this.phase !== "initial") return status;
+      await sleep(this.retryAfterS * 1000);
+    }
+  }
+
+  async refreshAttempt() {
     const counts = this.phase === "initial" ? this.stats.refresh_initial : this.stats.refresh;
     const t = now();
     let status = 0;
@@ -771,6 +789,7 @@ class Page {
         this.access = body.access_token;
         this.refreshToken = body.refresh_token;
       } else {
+        if (status === 429) this.retryAfterS = Number(res.headers.get("retry-after")) || 1;
         bump(this.stats.refresh_reasons, await errorText(res));
       }
     } catch (err) {
@@ -945,8 +964,8 @@ async function storm() {
   const t0 = now();
   await pool(everyone.length, cfg.connect_concurrency, async (k) => {
     const page = everyone[k];
-    await Promise.race([page.start(), sleep(30000)]);
-    if (page.readyWaiter) page.fail("load: not joined within 30 s");
+    await Promise.race([page.load(), sleep(120000)]);
+    if (page.readyWaiter) page.fail("load: not joined within 120 s");
   });
   const setupFailed = everyone.filter((p) => p.failed).map((p) => p.failed);
   if (setupFailed.length) throw new Error(`${setupFailed.length} pages could not load: ${setupFailed.slice(0, 3)}`);

@@ -94,7 +94,6 @@ def main(argv: list[str] | None = None) -> int:
     config.workers = 0  # serve in this process, as `quart-rooms serve` runs one worker
     config.read_timeout = 60
     config.application_path = "reference_server:app"
-    config.backlog = 2048  # as quart-rooms serve listens (quart_rooms/serve.py)
     config.accesslog = None
     config.errorlog = "-"
     config.graceful_timeout = 5
