@@ -102,6 +102,8 @@ class Access:
         self._rooms: LoadOnce[str, Room | None] = LoadOnce()
         self._grants: LoadOnce[int, dict[int, str]] = LoadOnce()
         self._all_rooms: LoadOnce[None, Sequence[Room]] = LoadOnce()  # every room, by name
+        # Per is_admin: each room's access with no grant, for the room list read from _all_rooms.
+        self._no_grant: dict[bool, tuple[Sequence[Room], list[RoomAccess | None]]] = {}
         # Keyed by the whole Principal: a decision made for an admin is not one for the same name demoted.
         self._decisions: dict[tuple[Principal, str], RoomAccess | None] = {}
         # Bumped by every invalidation: work that read access before it must not act on what it read.
@@ -117,6 +119,7 @@ class Access:
         self._rooms.clear()
         self._grants.clear()
         self._all_rooms.clear()
+        self._no_grant.clear()
         self.generation += 1
 
     def session_ended(self, session_id: str) -> None:
@@ -212,7 +215,17 @@ class Access:
         asks for it each time, and a room list changes only through the change log)."""
         rooms = await self._all_rooms.get(None, lambda: self._query(_list_rooms, None))
         grants = await self._grants.get(user.id, lambda: self._query(queries.grants_of_user, user.id))
-        return [found for room in rooms if (found := _access(user, room, grants.get(room.id)))]
+        cached = self._no_grant.get(user.is_admin)
+        if cached is None or cached[0] is not rooms:  # the same for every user without grants: once per list
+            anyone = Principal(0, "", user.is_admin, 0)
+            cached = self._no_grant[user.is_admin] = (rooms, [_access(anyone, room, None) for room in rooms])
+        if not grants:
+            return [found for found in cached[1] if found is not None]
+        return [
+            found
+            for room, plain in zip(rooms, cached[1], strict=True)
+            if (found := _access(user, room, grants[room.id]) if room.id in grants else plain)
+        ]
 
 
 async def _list_rooms(session: AsyncSession, _: None) -> Sequence[Room]:
