@@ -94,3 +94,38 @@ async def test_a_session_that_never_connects_is_closed(
         assert reply.startswith("44")
     finally:
         await http.close()
+
+
+async def test_a_second_connect_on_a_connected_session_is_confirmed_not_refused(
+    server: Server, admin_api: Api
+) -> None:
+    """An official client whose auth callback answers twice (a slow token renewal across a reconnect)
+    sends CONNECT twice on one session: the second is answered with the same sid (python-socketio
+    would answer CONNECT_ERROR, after which the client reads nothing while calling itself connected),
+    identity stays the first token's, and events still get their acks."""
+    await admin_api.create_user("other")
+    other = await admin_api.token_for("other")
+
+    async def next_packet(ws: aiohttp.ClientWebSocketResponse, *prefixes: str) -> str:
+        while True:
+            frame = await ws.receive_str(timeout=5)
+            if frame.startswith(prefixes):
+                return frame
+
+    http = aiohttp.ClientSession()
+    try:
+        ws = await http.ws_connect(server.url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket")
+        await next_packet(ws, "0{")
+        await ws.send_str("40" + json.dumps({"token": admin_api.token}))
+        first = json.loads((await next_packet(ws, "40", "44"))[2:])
+        welcome = json.loads((await next_packet(ws, '42["welcome"'))[2:])[1]
+        await ws.send_str("40" + json.dumps({"token": other}))  # even with another account's token
+        second = await next_packet(ws, "40", "44")
+        assert second.startswith("40{"), second
+        assert json.loads(second[2:])["sid"] == first["sid"]
+        await ws.send_str('421["join",{"room":"nowhere"}]')
+        ack = json.loads((await next_packet(ws, "431"))[3:])[0]
+        assert ack["error"] == "no_such_room"  # answered as the admin (a user would get forbidden)
+        assert welcome["user"] == "admin"
+    finally:
+        await http.close()

@@ -25,6 +25,22 @@ def test_socketio_manager_room_methods_are_synchronous() -> None:
         assert callable(method) and not inspect.iscoroutinefunction(method), name
 
 
+def test_server_handlers_that_chat_server_overrides_keep_their_signatures() -> None:
+    """realtime/server.py overrides python-socketio's _handle_eio_connect(eio_sid, environ),
+    _handle_eio_message(eio_sid, data) and _handle_connect(eio_sid, namespace, data)."""
+    expected = {
+        "_handle_eio_connect": ["self", "eio_sid", "environ"],
+        "_handle_eio_message": ["self", "eio_sid", "data"],
+        "_handle_connect": ["self", "eio_sid", "namespace", "data"],
+    }
+    for name, parameters in expected.items():
+        method = getattr(socketio.AsyncServer, name)
+        assert inspect.iscoroutinefunction(method), name
+        assert list(inspect.signature(method).parameters)[: len(parameters)] == parameters, name
+    # A duplicate CONNECT is what pre_connect refuses (the override answers it first).
+    assert "ValueDuplicationError" in inspect.getsource(socketio.base_manager.BaseManager.pre_connect)
+
+
 def test_server_disconnect_is_pending_before_the_handler_runs() -> None:
     """realtime/namespace.py tells the server's own `disconnect` from a client's event named so by
     is_connected() being False while the handler runs (pre_disconnect)."""

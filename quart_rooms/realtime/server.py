@@ -20,7 +20,10 @@ from socketio import packet as sio_packet
 from quart_rooms.settings import Settings
 
 ROOM_PREFIX = "room:"
-CONNECT_TIMEOUT = 10.0  # seconds an Engine.IO session may stay without a Socket.IO connect
+# Seconds an Engine.IO session may stay without a Socket.IO connect. A page renews its token
+# between the transport opening and the connect, which takes seconds when every page does at
+# once (after a restart): room for that, not for idle sessions to pile up.
+CONNECT_TIMEOUT = 30.0
 log = logging.getLogger(__name__)
 
 
@@ -47,8 +50,10 @@ class ChatServer(socketio.AsyncServer):  # type: ignore[misc]
     - An Engine.IO session that does not connect to the namespace within
       CONNECT_TIMEOUT seconds is closed, so idle unauthenticated sessions do not
       pile up (their pongs keep read_timeout from firing).
+    - A second CONNECT on a connected session is confirmed with the same sid,
+      not refused (see _handle_connect).
 
-    Overrides two of python-socketio's internal handlers (tests/test_reach_ins.py).
+    Overrides three of python-socketio's internal handlers (tests/test_reach_ins.py).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -65,6 +70,19 @@ class ChatServer(socketio.AsyncServer):  # type: ignore[misc]
             task = asyncio.get_running_loop().create_task(self._close(eio_sid, why))
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
+
+    async def _handle_connect(self, eio_sid: str, namespace: str | None, data: Any) -> Any:
+        namespace = namespace or "/"
+        sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
+        if sid is not None and self.manager.is_connected(sid, namespace):
+            # A second CONNECT on a connected session: official clients send one when their auth
+            # callback answers after the transport they asked on was replaced (a slow token
+            # renewal across a reconnect). python-socketio would answer CONNECT_ERROR, after which
+            # the client drops the socket while still calling itself connected, and reads
+            # nothing more. Confirm the connection it has; its identity stays the one checked.
+            await self._send_packet(eio_sid, self.packet_class(sio_packet.CONNECT, {"sid": sid}, namespace=namespace))
+            return None
+        return await super()._handle_connect(eio_sid, namespace, data)
 
     async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
         if not isinstance(data, str) or data[:1] in (str(sio_packet.BINARY_EVENT), str(sio_packet.BINARY_ACK)):
