@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import add_admin, both_backends, make_settings, running
-from tests.helpers import Api, Server
+from tests.helpers import Api, Server, chatters
 
 
 @both_backends
@@ -198,6 +198,36 @@ async def test_a_busy_server_counts_no_failed_sign_ins(database_url: str, tmp_pa
             assert {r.status_code for r in replies} <= {200, 429}
             assert all("busy" in r.json()["error"]["message"] for r in busy), [r.json() for r in busy]
             await api.login("admin", server.admin_password)  # not locked out by its own burst
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_messages_while_another_process_holds_the_database_are_refused_together(
+    database_url: str, admin_api: Api, chatters: Any
+) -> None:
+    """Messages that cannot be stored because storage is busy: every one of the batch is `unavailable`
+    with retry_after after one busy timeout (not one timeout per message), and sent again with the
+    same client_id once storage is free, each is stored once."""
+    await admin_api.create_room("lobby", public=True)
+    alice = await chatters(admin_api.token)
+    assert (await alice.call("join", {"room": "lobby"}))["ok"]
+    holder = sqlite3.connect(database_url.split(":///", 1)[1], isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        started = asyncio.get_running_loop().time()
+        acks = await asyncio.gather(*(
+            alice.sio.call("message", {"room": "lobby", "msg": f"m{i}", "client_id": f"c{i}"}, timeout=30)
+            for i in range(5)
+        ))
+        waited = asyncio.get_running_loop().time() - started
+    finally:
+        holder.rollback()
+        holder.close()
+    for ack in acks:
+        assert ack["ok"] is False and ack["error"] == "unavailable" and ack["retry_after"] > 0, ack
+    assert waited < 20, f"the batch took {waited:.1f} s: refused one message at a time"
+    again = [await alice.call("message", {"room": "lobby", "msg": f"m{i}", "client_id": f"c{i}"}) for i in range(5)]
+    assert all(ack["ok"] for ack in again), again
+    assert [ack["id"] for ack in again] == [1, 2, 3, 4, 5]
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from quart_rooms.errors import AppError, NoSuchRoom, Unavailable
 from quart_rooms.storage import queries
-from quart_rooms.storage.db import Database
+from quart_rooms.storage.db import Database, busy
 from quart_rooms.storage.queries import NewMessage, StoredMessage
 
 MAX_BATCH = 256
@@ -105,10 +105,16 @@ class Writer:
     async def _write(self, batch: list[_Pending]) -> None:
         try:
             results = await self._store(batch)
-        except Exception:
+        except Exception as exc:
+            overloaded = busy(exc)
+            if overloaded is not None:  # storage, not a message, is at fault: no retry one by one
+                log.warning("storing a batch of %d failed: storage is busy (%s)", len(batch), exc)
+                for pending in batch:
+                    self._fail(pending, overloaded)
+                return
             if len(batch) == 1:
                 log.exception("storing a message failed")
-                self._fail(batch[0], Unavailable("The message could not be stored; try again."))
+                self._fail(batch[0], Unavailable("The message could not be stored; try again.", retry_after=1.0))
                 return
             log.warning("storing a batch of %d failed; storing them one by one", len(batch), exc_info=True)
             for pending in batch:  # isolate the message at fault
