@@ -4,32 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import jwt
 import pytest
 
 from tests.conftest import both_backends
-from tests.helpers import Api, Chatter, Server, refusal
+from tests.helpers import Api, Chatter, Server, chatters, refusal
 
 Connect = Callable[..., Awaitable[Chatter]]
 
 
 @pytest.fixture
-async def connect(server: Server) -> AsyncIterator[Connect]:
-    """Open a Chatter with a token; every one is closed after the test."""
-    opened: list[Chatter] = []
-
-    async def _connect(token: str | None, **kwargs: Any) -> Chatter:
-        chatter = Chatter(server.url)
-        opened.append(chatter)
-        await chatter.connect(token, **kwargs)
-        return chatter
-
-    yield _connect
-    for chatter in opened:
-        await chatter.close()
+def connect(chatters: Connect) -> Connect:
+    """Open a Chatter with a token; every one is closed after the test (helpers.chatters)."""
+    return chatters
 
 
 @pytest.fixture
