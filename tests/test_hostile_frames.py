@@ -96,6 +96,27 @@ async def test_a_session_that_never_connects_is_closed(
         await http.close()
 
 
+async def test_a_session_that_leaves_the_namespace_and_stays_idle_is_closed(
+    server: Server, admin_api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that leaves the namespace (41) but keeps its Engine.IO session open, answering pings,
+    gets CONNECT_TIMEOUT to connect again and is then closed, as a session that never connected."""
+    monkeypatch.setattr(realtime_server, "CONNECT_TIMEOUT", 0.5)
+    http, ws = await _open(server, admin_api.token)
+    try:
+        await ws.send_str("41")
+        assert await _closed_within(ws, 3)
+    finally:
+        await http.close()
+    http, ws = await _open(server, admin_api.token)  # leaving and connecting again in time: stays
+    try:
+        await ws.send_str("41")
+        await ws.send_str("40" + json.dumps({"token": admin_api.token}))
+        assert not await _closed_within(ws, 1.5)
+    finally:
+        await http.close()
+
+
 async def test_a_second_connect_on_a_connected_session_is_confirmed_not_refused(
     server: Server, admin_api: Api
 ) -> None:

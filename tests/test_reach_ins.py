@@ -27,11 +27,13 @@ def test_socketio_manager_room_methods_are_synchronous() -> None:
 
 def test_server_handlers_that_chat_server_overrides_keep_their_signatures() -> None:
     """realtime/server.py overrides python-socketio's _handle_eio_connect(eio_sid, environ),
-    _handle_eio_message(eio_sid, data) and _handle_connect(eio_sid, namespace, data)."""
+    _handle_eio_message(eio_sid, data), _handle_connect(eio_sid, namespace, data) and
+    _handle_disconnect(eio_sid, namespace, reason)."""
     expected = {
         "_handle_eio_connect": ["self", "eio_sid", "environ"],
         "_handle_eio_message": ["self", "eio_sid", "data"],
         "_handle_connect": ["self", "eio_sid", "namespace", "data"],
+        "_handle_disconnect": ["self", "eio_sid", "namespace", "reason"],
     }
     for name, parameters in expected.items():
         method = getattr(socketio.AsyncServer, name)

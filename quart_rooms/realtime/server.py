@@ -48,12 +48,13 @@ class ChatServer(socketio.AsyncServer):  # type: ignore[misc]
     - A malformed packet is ignored (a debug log line), instead of logging a
       traceback per frame; the connection stays as it was.
     - An Engine.IO session that does not connect to the namespace within
-      CONNECT_TIMEOUT seconds is closed, so idle unauthenticated sessions do not
-      pile up (their pongs keep read_timeout from firing).
+      CONNECT_TIMEOUT seconds (of opening, or of leaving the namespace) is
+      closed, so idle unauthenticated sessions do not pile up (their pongs keep
+      read_timeout from firing).
     - A second CONNECT on a connected session is confirmed with the same sid,
       not refused (see _handle_connect).
 
-    Overrides three of python-socketio's internal handlers (tests/test_reach_ins.py).
+    Overrides four of python-socketio's internal handlers (tests/test_reach_ins.py).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -63,6 +64,14 @@ class ChatServer(socketio.AsyncServer):  # type: ignore[misc]
     async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> Any:
         asyncio.get_running_loop().call_later(CONNECT_TIMEOUT, self._close_if_unconnected, eio_sid)
         return await super()._handle_eio_connect(eio_sid, environ)
+
+    async def _handle_disconnect(self, eio_sid: str, namespace: str | None, reason: Any = None) -> Any:
+        result = await super()._handle_disconnect(eio_sid, namespace, reason)
+        # The client left the namespace (41) but may keep its Engine.IO session: it gets the same
+        # CONNECT_TIMEOUT to connect again as a new session, then it is closed.
+        if eio_sid in self.eio.sockets:
+            asyncio.get_running_loop().call_later(CONNECT_TIMEOUT, self._close_if_unconnected, eio_sid)
+        return result
 
     def _close_if_unconnected(self, eio_sid: str) -> None:
         if eio_sid in self.eio.sockets and self.manager.sid_from_eio_sid(eio_sid, "/") is None:
