@@ -104,12 +104,14 @@ async def test_a_session_that_leaves_the_namespace_and_stays_idle_is_closed(
     monkeypatch.setattr(realtime_server, "CONNECT_TIMEOUT", 0.5)
     http, ws = await _open(server, admin_api.token)
     try:
+        assert not await _closed_within(ws, 1)  # connected: the window of its opening has passed
         await ws.send_str("41")
         assert await _closed_within(ws, 3)
     finally:
         await http.close()
     http, ws = await _open(server, admin_api.token)  # leaving and connecting again in time: stays
     try:
+        assert not await _closed_within(ws, 1)
         await ws.send_str("41")
         await ws.send_str("40" + json.dumps({"token": admin_api.token}))
         assert not await _closed_within(ws, 1.5)
