@@ -17,18 +17,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 
 import redis.asyncio
 
+from quart_rooms.breaker import Breaker
 from quart_rooms.tasks import within
 
 log = logging.getLogger(__name__)
 
 NODE_TTL_MS = 5000  # a node silent this long is reaped
 TIMEOUT = 0.5  # seconds a presence call to Redis may take
-BREAK = 5.0  # seconds to decide locally after Redis failed, before asking it again
 
 
 class LocalPresence:
@@ -260,7 +259,7 @@ class Presence:
         # its -1 on two connections could otherwise reach Redis the other way round, and a rewrite
         # of this node's share must not see a local change whose shared one is still to come.
         self._order = asyncio.Lock()
-        self._broken_until = 0.0  # after a failure, decide locally for BREAK seconds
+        self._breaker = Breaker(log, "deciding from this node alone")
         self._seq = 0  # number of this node's latest change (Redis ignores older ones)
         # Called with (room, user) pairs that left with a dead node: announce `left` for them.
         self.on_reaped: Callable[[list[tuple[str, str]]], None] = lambda pairs: None
@@ -281,12 +280,10 @@ class Presence:
             return await self._shared_change(room, user, -1)
 
     def _usable(self) -> bool:
-        return self.shared is not None and time.monotonic() >= self._broken_until
+        return self.shared is not None and self._breaker.usable
 
     def _failed(self, exc: Exception) -> None:
-        if time.monotonic() >= self._broken_until:
-            log.warning("presence: Redis did not answer (%r); deciding from this node alone for %.0f s", exc, BREAK)
-        self._broken_until = time.monotonic() + BREAK
+        self._breaker.failed(exc)
         self.dirty = True
 
     async def _shared_change(self, room: str, user: str, delta: int) -> bool:
@@ -340,7 +337,7 @@ class Presence:
                         self._seq += 1
                         await self.shared.resync(self.local.entries(), self._seq)
                         self.dirty = False
-                        self._broken_until = 0.0
+                        self._breaker.reset()
                 gone = await self.shared.reap()
                 if gone:
                     self.on_reaped(gone)

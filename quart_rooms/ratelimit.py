@@ -19,9 +19,10 @@ from limits import RateLimitItem, RateLimitItemPerSecond
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 
+from quart_rooms.breaker import Breaker
+
 log = logging.getLogger(__name__)
 STORAGE_TIMEOUT = 0.5  # seconds
-BREAK = 5.0  # seconds to use memory after the shared storage failed
 T = TypeVar("T")
 
 
@@ -39,18 +40,16 @@ class LimitStore:
                 socket_connect_timeout=STORAGE_TIMEOUT,
             )
         self.local: Storage = MemoryStorage()
-        self._broken_until = 0.0
+        self._breaker = Breaker(log, "counting in this process")
 
     @property
     def use_shared(self) -> bool:
         """True unless there is no shared storage or it failed within the last BREAK seconds."""
-        return self.shared is not None and time.monotonic() >= self._broken_until
+        return self.shared is not None and self._breaker.usable
 
-    def failed(self, name: str) -> None:
+    def failed(self, exc: BaseException) -> None:
         """The shared storage failed: count in memory for BREAK seconds."""
-        if time.monotonic() >= self._broken_until:
-            log.warning("rate limit %s: Redis did not answer; counting in this process for %.0f s", name, BREAK)
-        self._broken_until = time.monotonic() + BREAK
+        self._breaker.failed(exc)
 
 
 class Window:
@@ -67,8 +66,8 @@ class Window:
         if self._shared is not None and self._store.use_shared:
             try:
                 return await call(self._shared)
-            except Exception:
-                self._store.failed(self.name)
+            except Exception as exc:
+                self._store.failed(exc)
         return await call(self._local)
 
     async def hit(self, key: str) -> float:

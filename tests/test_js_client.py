@@ -4,29 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-from pathlib import Path
 from typing import Any
 
-import pytest
-
+from tests.cluster_support import JS_DIR, node_or_skip
 from tests.helpers import Api, Server
-
-JS_DIR = Path(__file__).parent / "js"
-
-
-def _node() -> str:
-    node = shutil.which("node")
-    if node is None:
-        pytest.skip("Node.js is not installed (the JavaScript client tests need it)")
-    if not (JS_DIR / "node_modules" / "socket.io-client").is_dir():
-        pytest.skip("socket.io-client is not installed: run `npm ci` in tests/js")
-    return node
 
 
 async def test_javascript_client_path(server: Server, admin_api: Api) -> None:
     """A bad token is refused with err.data.code; two JS clients talk; a revoke kicks at once."""
-    node = _node()
+    node = node_or_skip()
     for name in ("alice", "bob"):
         await admin_api.create_user(name)
     await admin_api.create_room("red")
